@@ -1,0 +1,47 @@
+"""sdekit: numerical SDE and ODE solvers for score-based generative models.
+
+    >>> from sdekit import VPSDE, pc_sample
+    >>> x = pc_sample(VPSDE(), score, shape=(64, 3, 32, 32), steps=1000)
+
+See DESIGN §2 for the conventions every public function keeps.
+"""
+
+from sdekit.grids import make_grid
+from sdekit.reverse import ProbabilityFlow, ReverseSDE, ScoreFn, probability_flow, reverse
+from sdekit.sampling import SampleInfo, ode_sample, pc_sample, sample
+from sdekit.sde import (
+    SDE,
+    VESDE,
+    VPSDE,
+    DiscreteVPSDE,
+    LinearSDE,
+    SubVPSDE,
+    cosine_alphas_cumprod,
+    linear_betas,
+    time_checks,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE",
+    "LinearSDE",
+    "VPSDE",
+    "SubVPSDE",
+    "VESDE",
+    "DiscreteVPSDE",
+    "linear_betas",
+    "cosine_alphas_cumprod",
+    "time_checks",
+    "ScoreFn",
+    "ReverseSDE",
+    "ProbabilityFlow",
+    "reverse",
+    "probability_flow",
+    "make_grid",
+    "SampleInfo",
+    "pc_sample",
+    "sample",
+    "ode_sample",
+    "__version__",
+]

@@ -1,0 +1,93 @@
+"""Argument validation and batch broadcasting shared by every layer.
+
+Each check raises at the call with a message that names the argument and the
+allowed range, so a user sees *what* to change rather than a shape error deep
+inside a solver.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an int ≥ 1, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value}")
+    return value
+
+
+def check_nonnegative_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an int ≥ 0, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 0, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value}")
+    return value
+
+
+def check_positive(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is finite and > 0, else raise naming ``name``."""
+    number = _as_real(name, value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+def check_open_interval(name: str, value: object, low: float, high: float) -> float:
+    """Return ``value`` as a float if ``low < value < high``, else raise naming ``name``."""
+    number = _as_real(name, value)
+    if not (low < number < high):
+        raise ValueError(f"{name} must lie in the open interval ({low:g}, {high:g}), got {value!r}")
+    return number
+
+
+def check_shape(name: str, shape: object) -> tuple[int, ...]:
+    """Return ``shape`` as a tuple if it is a non-empty sequence of positive ints."""
+    if not isinstance(shape, Sequence) or isinstance(shape, str | bytes) or len(shape) == 0:
+        raise TypeError(f"{name} must be a non-empty tuple of positive ints (batch, *event), got {shape!r}")
+    for size in shape:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"{name} must be a tuple of positive ints (batch, *event), got {tuple(shape)!r}")
+    return tuple(shape)
+
+
+def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise listing the valid ones."""
+    valid = sorted(choices)
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+def _as_real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def batch_view(coefficient: Tensor, like: Tensor) -> Tensor:
+    """View a per-sample coefficient of shape ``(B,)`` so it broadcasts against ``like``.
+
+    The result has shape ``(B, 1, ..., 1)`` with ``like.ndim`` dimensions and
+    ``like``'s dtype: works for any event shape, ``(B, d)`` or ``(B, C, H, W)``.
+    A coefficient of shape ``(1,)`` (a time shared by the whole batch, as on a fixed
+    grid) broadcasts over the batch without being materialised B times.
+    """
+    return coefficient.to(like.dtype).reshape(coefficient.shape[0], *([1] * (like.ndim - 1)))
+
+
+def sum_event(x: Tensor) -> Tensor:
+    """Sum over all but the batch dimension: ``(B, *event) -> (B,)``."""
+    return x.flatten(1).sum(dim=1)
+
+
+def event_norm(x: Tensor) -> Tensor:
+    """Euclidean norm of each sample: ``(B, *event) -> (B,)``."""
+    return torch.linalg.vector_norm(x.flatten(1), dim=1)

@@ -1,0 +1,143 @@
+"""Processes derived from a forward SDE and a score: the reverse SDE and the probability-flow ODE.
+
+For dx = f dt + g dw and a score s(x, t) ≈ ∇ log p_t(x):
+
+* reverse SDE (Anderson 1982): dx = [f − g² s] dt + g dw̄, run from T down to 0;
+* probability-flow ODE: dx/dt = f − ½ g² s, with the same marginals p_t.
+
+With a state-dependent diagonal diffusion G(x, t) both drifts gain a divergence
+term, ∇·(G Gᵀ) (reverse) and ½∇·(G Gᵀ) (flow); it is derived here by automatic
+differentiation, never dropped.
+
+Both objects step with every sdekit solver and also plug straight into the
+ecosystem's integrators:
+
+* ``torchsde.sdeint(reverse(sde, score), y0, ts)`` integrates in the reversed time
+  s = T − t (so ``ts`` increases from 0 to T − eps) on flattened states ``(B, D)``;
+* ``torchdiffeq.odeint(probability_flow(sde, score), x_T, torch.tensor([T, eps]))``
+  integrates the flow on states of any shape. With its adaptive methods pass
+  ``options={"step_t": times}``: they otherwise step past ``eps`` and interpolate
+  back, evaluating the flow at t < 0 where a VP schedule is undefined (NaN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from sdekit._checks import batch_view
+from sdekit.sde import SDE, time_checks
+
+__all__ = ["ScoreFn", "ReverseSDE", "ProbabilityFlow", "reverse", "probability_flow", "diffusion_divergence"]
+
+#: ``score(x, t) -> Tensor``: x of shape (B, *event), t of shape (B,), output like x.
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def diffusion_divergence(sde: SDE, x: Tensor, t: Tensor) -> Tensor:
+    """∇·(G Gᵀ) for a diagonal state-dependent diffusion G(x, t): component i is ∂(G_i²)/∂x_i.
+
+    Exact, by forward-mode autograd: one Jacobian-vector product of x ↦ G(x, t)²
+    per event dimension, batched over samples (cost: D evaluations of G, memory of
+    one). An SDE whose G_i depends only on x_i can override this with one backward pass.
+    """
+    flat = x.detach().flatten(1)
+    event_shape = x.shape[1:]
+
+    def g_squared(y: Tensor) -> Tensor:
+        return (sde.diffusion(t, y.reshape(-1, *event_shape)) ** 2).flatten(1)
+
+    columns = []
+    with torch.enable_grad():
+        for i in range(flat.shape[1]):
+            tangent = torch.zeros_like(flat)
+            tangent[:, i] = 1
+            _, jvp = torch.func.jvp(g_squared, (flat,), (tangent,))
+            columns.append(jvp[:, i])
+    return torch.stack(columns, dim=1).reshape(x.shape)
+
+
+class _Derived:
+    """Shared state of the derived processes: the forward SDE, the score, the time horizon."""
+
+    def __init__(self, sde: SDE, score: ScoreFn, event_shape: tuple[int, ...] | None = None) -> None:
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
+        if not callable(score):
+            raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
+        self.sde = sde
+        self.score = score
+        self.event_shape = event_shape
+
+    def _diffusion_terms(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
+        """g² broadcast against x, and ∇·(GGᵀ) when the diffusion depends on the state."""
+        g = self.sde.diffusion(t, x)
+        if self.sde.state_dependent_diffusion:
+            return g**2, diffusion_divergence(self.sde, x, t)
+        return batch_view(g**2, x), None
+
+    def _unflatten(self, y: Tensor) -> Tensor:
+        return y if self.event_shape is None else y.reshape(y.shape[0], *self.event_shape)
+
+    def _times(self, s: Tensor, y: Tensor) -> Tensor:
+        """Per-sample forward time t = T − s for a scalar integrator time s."""
+        return (self.sde.T - s).to(y.dtype).expand(y.shape[0])
+
+
+class ReverseSDE(_Derived):
+    """dx = [f − g² s] dt + g dw̄ from T to 0; also a torchsde SDE in s = T − t.
+
+    ``event_shape`` is needed only for torchsde, whose states are ``(B, D)``: it lets
+    the score see ``(B, *event_shape)``.
+    """
+
+    noise_type = "diagonal"
+    sde_type = "ito"
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """f(x, t) − g² s(x, t) (− ∇·(GGᵀ) if state-dependent), in forward time."""
+        g2, div = self._diffusion_terms(x, t)
+        drift = self.sde.drift(x, t) - g2 * self.score(x, t)
+        return drift if div is None else drift - div
+
+    def diffusion(self, t: Tensor, x: Tensor | None = None) -> Tensor:
+        """g(t) (or G(x, t)), as the forward SDE's."""
+        return self.sde.diffusion(t, x)
+
+    # torchsde contract: reversed time s = T - t, flattened states (B, D).
+    def f(self, s: Tensor, y: Tensor) -> Tensor:
+        x = self._unflatten(y)
+        return -self.drift(x, self._times(s, y)).reshape(y.shape)
+
+    def g(self, s: Tensor, y: Tensor) -> Tensor:
+        x = self._unflatten(y)
+        g = self.diffusion(self._times(s, y), x)
+        return (g if g.shape == x.shape else batch_view(g, x).expand_as(x)).reshape(y.shape).to(y.dtype)
+
+
+class ProbabilityFlow(_Derived):
+    """dx/dt = f − ½ g² s; callable as ``flow(t, x)`` for torchdiffeq (t a scalar tensor)."""
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """f(x, t) − ½ g² s(x, t) (− ½∇·(GGᵀ) if state-dependent): dx/dt."""
+        g2, div = self._diffusion_terms(x, t)
+        drift = self.sde.drift(x, t) - 0.5 * g2 * self.score(x, t)
+        return drift if div is None else drift - 0.5 * div
+
+    def __call__(self, t: Tensor, x: Tensor) -> Tensor:
+        # torchdiffeq's step-size selection may probe slightly beyond [eps, T]: no range check here.
+        times = t.to(x.dtype).expand(x.shape[0]) if t.ndim == 0 else t
+        with time_checks(False):
+            return self.drift(x, times)
+
+
+def reverse(sde: SDE, score: ScoreFn, *, event_shape: tuple[int, ...] | None = None) -> ReverseSDE:
+    """The reverse-time SDE of ``sde`` driven by ``score``."""
+    return ReverseSDE(sde, score, event_shape)
+
+
+def probability_flow(sde: SDE, score: ScoreFn) -> ProbabilityFlow:
+    """The probability-flow ODE of ``sde`` driven by ``score``."""
+    return ProbabilityFlow(sde, score)

@@ -1,0 +1,34 @@
+"""Steppers: predictors and correctors for the reverse SDE, Runge–Kutta methods for the flow.
+
+Each family has a registry (:data:`PREDICTORS`, :data:`CORRECTORS`,
+:data:`ODE_METHODS`); registering a class under a new name makes it available to
+every sampler in :mod:`sdekit.sampling`.
+"""
+
+from sdekit.solvers.correctors import CORRECTORS, AnnealedLangevin, Corrector, Langevin, NoCorrector
+from sdekit.solvers.ode import ODE_METHODS, RK4, Euler, ExplicitRungeKutta, Heun
+from sdekit.solvers.predictors import PREDICTORS, Ancestral, EulerMaruyama, NoPredictor, Predictor, ReverseDiffusion
+from sdekit.solvers.registry import Registry
+from sdekit.solvers.score_calls import CountedScore, gaussian_like
+
+__all__ = [
+    "PREDICTORS",
+    "CORRECTORS",
+    "ODE_METHODS",
+    "Predictor",
+    "Corrector",
+    "ExplicitRungeKutta",
+    "EulerMaruyama",
+    "ReverseDiffusion",
+    "Ancestral",
+    "NoPredictor",
+    "Langevin",
+    "AnnealedLangevin",
+    "NoCorrector",
+    "Euler",
+    "Heun",
+    "RK4",
+    "Registry",
+    "CountedScore",
+    "gaussian_like",
+]

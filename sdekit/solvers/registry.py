@@ -1,0 +1,43 @@
+"""Name → class registries, so that a new predictor, corrector or ODE method is one decorated class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from sdekit._checks import check_choice
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A mapping from method names to classes, with errors that list the valid names."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Class decorator: ``@PREDICTORS.register("euler_maruyama")``."""
+
+        def add(entry: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._entries[name] = entry
+            return entry
+
+        return add
+
+    def get(self, name: str) -> T:
+        """The entry called ``name``; ``ValueError`` listing the valid names otherwise."""
+        check_choice(self.kind, name, self._entries)
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

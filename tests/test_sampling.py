@@ -1,0 +1,218 @@
+"""Fixed-step samplers: conventions (NFE, generator, shapes, callback), robustness, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sdekit import VESDE, VPSDE, SubVPSDE, ode_sample, pc_sample, sample
+from sdekit.sde import LinearSDE
+from sdekit.solvers import CORRECTORS, PREDICTORS
+
+SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(sigma_min=0.01, sigma_max=5.0)}
+PAIRS = [(p, c) for p in PREDICTORS.names() for c in CORRECTORS.names()]
+
+
+def gaussian_score(sde: LinearSDE, mean: float = 0.5, var: float = 0.25):
+    """Exact score of N(mean, var I) data pushed through a linear SDE."""
+
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t64 = t.double()
+        alpha = sde.mean_coeff(t64).view(-1, *[1] * (x.ndim - 1))
+        total = (alpha**2 * var + sde.std(t64).view_as(alpha) ** 2).to(x.dtype)
+        return -(x - alpha.to(x.dtype) * mean) / total
+
+    return score
+
+
+class Counting:
+    def __init__(self, score):
+        self.score, self.calls = score, 0
+
+    def __call__(self, x, t):
+        self.calls += 1
+        return self.score(x, t)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name", SDES)
+@pytest.mark.parametrize(("predictor", "corrector"), PAIRS)
+def test_finite_at_every_step_count(name, predictor, corrector):
+    sde = SDES[name]
+    score = gaussian_score(sde)
+    for steps in (1, 2, 3, 5, 10, 20):
+        x = pc_sample(sde, score, (64, 3), steps=steps, predictor=predictor, corrector=corrector, generator=gen())
+        assert torch.isfinite(x).all(), (name, predictor, corrector, steps)
+
+
+@pytest.mark.parametrize(("predictor", "corrector"), PAIRS)
+@pytest.mark.parametrize("denoise", [True, False])
+def test_nfe_is_the_true_number_of_score_calls(predictor, corrector, denoise):
+    counting = Counting(gaussian_score(SDES["vp"]))
+    _, info = pc_sample(
+        SDES["vp"],
+        counting,
+        (8, 2),
+        steps=7,
+        predictor=predictor,
+        corrector=corrector,
+        corrector_steps=2,
+        denoise=denoise,
+        return_info=True,
+    )
+    assert info.nfe == counting.calls
+    expected = 7 * (PREDICTORS.get(predictor).nfe_per_step + 2 * CORRECTORS.get(corrector).nfe_per_step) + denoise
+    assert info.nfe == expected
+    assert info.steps == 7
+
+
+@pytest.mark.parametrize(("method", "per_step"), [("euler", 1), ("heun", 2), ("rk4", 4)])
+def test_ode_nfe(method, per_step):
+    counting = Counting(gaussian_score(SDES["vp"]))
+    _, info = ode_sample(SDES["vp"], counting, (8, 2), method=method, steps=5, return_info=True)
+    assert info.nfe == counting.calls == 5 * per_step + 1
+
+
+@pytest.mark.parametrize("method", ["euler_maruyama", "reverse_diffusion", "ancestral"])
+def test_same_generator_state_gives_identical_samples(method):
+    score = gaussian_score(SDES["vp"])
+    a = sample(SDES["vp"], score, (16, 3), method=method, steps=10, generator=gen(3))
+    b = sample(SDES["vp"], score, (16, 3), method=method, steps=10, generator=gen(3))
+    c = sample(SDES["vp"], score, (16, 3), method=method, steps=10, generator=gen(4))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("shape", [(5, 2), (4, 3, 4, 4), (3, 1, 2, 3, 2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_any_event_shape_and_dtype(shape, dtype):
+    seen = []
+
+    def score(x, t):
+        seen.append(t)
+        return gaussian_score(SDES["ve"])(x, t)
+
+    x = pc_sample(SDES["ve"], score, shape, steps=3, dtype=dtype, generator=gen())
+    assert x.shape == shape and x.dtype == dtype
+    assert all(t.shape == (shape[0],) and t.dtype == dtype for t in seen)
+
+
+def test_callback_once_per_step_with_x_t_i():
+    events = []
+    pc_sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), steps=6, callback=events.append)
+    assert [e["i"] for e in events] == list(range(6))
+    assert events[0]["t"] == pytest.approx(1.0) and events[-1]["t_next"] == pytest.approx(1e-3)
+    assert all(e["x"].shape == (4, 2) for e in events)
+
+
+def test_progress_bar_runs(capsys):
+    sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), steps=3, progress=True)
+    assert "3/3" in capsys.readouterr().err
+
+
+def test_x_T_maps_given_latents_deterministically():
+    score = gaussian_score(SDES["vp"])
+    x_T = torch.randn(32, 2, generator=gen())
+    a = ode_sample(SDES["vp"], score, x_T=x_T, steps=10)
+    b = ode_sample(SDES["vp"], score, x_T=x_T.clone(), steps=10, generator=gen(99))
+    assert torch.equal(a, b)
+
+
+def test_explicit_grid_and_named_grids():
+    score = gaussian_score(SDES["vp"])
+    grid = torch.tensor([1.0, 0.5, 0.1, 0.01])
+    _, info = sample(SDES["vp"], score, (4, 2), grid=grid, return_info=True)
+    assert info.steps == 3 and torch.equal(info.grid, grid.double())
+    for name in ("uniform", "log_snr", "edm", "quadratic"):
+        _, info = ode_sample(SDES["vp"], score, (4, 2), grid=name, steps=4, eps=1e-3, return_info=True)
+        assert info.grid[0] == 1.0 and info.grid[-1] == pytest.approx(1e-3)
+        assert (info.grid.diff() < 0).all()
+
+
+def test_nan_from_score_mid_run_raises_naming_step_and_time():
+    calls = {"n": 0}
+
+    def flaky(x, t):
+        calls["n"] += 1
+        return torch.full_like(x, math.nan) if calls["n"] == 5 else -x
+
+    with pytest.raises(FloatingPointError, match=r"step 4 of 10 \(t = 0\.6\d* -> 0\.5\d*\)"):
+        sample(SDES["vp"], flaky, (4, 2), steps=10, eps=0.1)
+
+
+def test_nan_in_final_denoise_is_caught():
+    def bad_at_end(x, t):
+        return torch.full_like(x, math.inf) if float(t[0]) < 0.01 else -x
+
+    with pytest.raises(FloatingPointError, match="final denoising"):
+        sample(SDES["vp"], bad_at_end, (4, 2), steps=3)
+
+
+# --- bad input: a clear error naming the argument, at the call -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"steps": 0}, ValueError, "steps"),
+        ({"steps": 2.5}, TypeError, "steps"),
+        ({"eps": 0.0}, ValueError, "eps"),
+        ({"eps": 1.0}, ValueError, "eps"),
+        ({"eps": -1e-3}, ValueError, "eps"),
+        ({"snr": 0.0}, ValueError, "snr"),
+        ({"snr": -0.1}, ValueError, "snr"),
+        ({"predictor": "heun"}, ValueError, "predictor 'heun'; valid: ancestral, euler_maruyama, none, reverse_diffusion"),
+        ({"corrector": "hmc"}, ValueError, "corrector 'hmc'; valid: annealed_langevin, langevin, none"),
+        ({"corrector_steps": -1}, ValueError, "corrector_steps"),
+        ({"grid": "cosine"}, ValueError, "grid 'cosine'; valid: edm, log_snr, quadratic, uniform"),
+        ({"grid": torch.tensor([1.0, 0.5, 0.7])}, ValueError, "strictly decreasing"),
+        ({"grid": torch.tensor([2.0, 0.5])}, ValueError, "grid must run within"),
+        ({"grid": torch.tensor([1.0, 0.5]), "eps": 0.1}, ValueError, "eps"),
+    ],
+)
+def test_bad_arguments_raise_at_the_call(kwargs, error, match):
+    score = Counting(gaussian_score(SDES["vp"]))
+    with pytest.raises(error, match=match):
+        pc_sample(SDES["vp"], score, (4, 2), **kwargs)
+    assert score.calls == 0
+
+
+@pytest.mark.parametrize("shape", [(0, 2), (4, -1), [], "4,2", (4, 2.0), None])
+def test_bad_shape(shape):
+    with pytest.raises((ValueError, TypeError), match="shape"):
+        sample(SDES["vp"], gaussian_score(SDES["vp"]), shape, steps=2)
+
+
+def test_unknown_method_lists_valid_ones():
+    with pytest.raises(ValueError, match="method 'dopri9'; valid: ancestral, euler_maruyama, reverse_diffusion"):
+        sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), method="dopri9")
+    with pytest.raises(ValueError, match="ODE method 'rk45'; valid: euler, heun, rk4"):
+        ode_sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), method="rk45")
+
+
+@pytest.mark.parametrize(
+    ("score", "error", "match"),
+    [
+        (lambda x, t: x[:, :1], ValueError, r"score returned shape \(4, 1\); it must match x's shape \(4, 2\)"),
+        (lambda x, t: x.double(), TypeError, "score returned dtype torch.float64"),
+        (lambda x, t: x.numpy(), TypeError, "score must return a torch.Tensor"),
+    ],
+)
+def test_score_with_wrong_output_is_caught_on_first_call(score, error, match):
+    with pytest.raises(error, match=match):
+        sample(SDES["vp"], score, (4, 2), steps=3)
+
+
+def test_score_not_callable():
+    with pytest.raises(TypeError, match="score must be callable"):
+        sample(SDES["vp"], 3.0, (4, 2), steps=3)
+
+
+def test_sde_not_an_sde():
+    with pytest.raises(TypeError, match="sde must be an sdekit.SDE"):
+        sample("vp", gaussian_score(SDES["vp"]), (4, 2), steps=3)
