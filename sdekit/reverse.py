@@ -54,7 +54,7 @@ def diffusion_divergence(sde: SDE, x: Tensor, t: Tensor) -> Tensor:
         for i in range(flat.shape[1]):
             tangent = torch.zeros_like(flat)
             tangent[:, i] = 1
-            _, jvp = torch.func.jvp(g_squared, (flat,), (tangent,))
+            jvp = torch.func.jvp(g_squared, (flat,), (tangent,))[1]
             columns.append(jvp[:, i])
     return torch.stack(columns, dim=1).reshape(x.shape)
 
@@ -128,7 +128,9 @@ class ProbabilityFlow(_Derived):
 
     def __call__(self, t: Tensor, x: Tensor) -> Tensor:
         # torchdiffeq's step-size selection may probe slightly beyond [eps, T]: no range check here.
-        times = t.to(x.dtype).expand(x.shape[0]) if t.ndim == 0 else t
+        # Adaptive solvers also step past the last output time and interpolate back; hold the field at
+        # the boundary there, since schedules are not defined outside [0, T] (VP's σ(t) is NaN for t < 0).
+        times = t.clamp(0, self.sde.T).to(x.dtype).expand(x.shape[0]) if t.ndim == 0 else t
         with time_checks(False):
             return self.drift(x, times)
 

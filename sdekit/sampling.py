@@ -102,7 +102,9 @@ def _initial_state(
     if x_T is None:
         if shape is None:
             raise TypeError("give shape=(batch, *event) or x_T=")
-        return sde.prior_sample(check_shape("shape", shape), generator=generator, device=_device(score, device), dtype=dtype)
+        return sde.prior_sample(
+            check_shape("shape", shape), generator=generator, device=_device(score, device), dtype=dtype
+        )
     if not isinstance(x_T, Tensor):
         raise TypeError(f"x_T must be a torch.Tensor, got {type(x_T).__name__}")
     if shape is not None and tuple(check_shape("shape", shape)) != tuple(x_T.shape):
@@ -182,7 +184,9 @@ def _run_grid(
 def _denoise(sde: SDE, setup: _Setup, x: Tensor) -> Tensor:
     """Tweedie's formula at the last time: x̂_0 = (x + σ² s(x, t))/α. One score call."""
     if not isinstance(sde, LinearSDE):
-        raise TypeError(f"denoise=True needs a LinearSDE (Gaussian kernel); pass denoise=False for {type(sde).__name__}")
+        raise TypeError(
+            f"denoise=True needs a LinearSDE (Gaussian kernel); pass denoise=False for {type(sde).__name__}"
+        )
     t = torch.full((1,), setup.eps, dtype=torch.float64, device=x.device)
     with torch.no_grad(), time_checks(False):
         denoised = (x + batch_view(sde.std(t) ** 2, x) * setup.score(x, t)) / batch_view(sde.mean_coeff(t), x)
@@ -192,9 +196,7 @@ def _denoise(sde: SDE, setup: _Setup, x: Tensor) -> Tensor:
     return denoised
 
 
-def _finish(
-    sde: SDE, setup: _Setup, x: Tensor, denoise: bool, return_info: bool
-) -> Tensor | tuple[Tensor, SampleInfo]:
+def _finish(sde: SDE, setup: _Setup, x: Tensor, denoise: bool, return_info: bool) -> Tensor | tuple[Tensor, SampleInfo]:
     if denoise:
         x = _denoise(sde, setup, x)
     if not return_info:

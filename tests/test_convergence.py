@@ -62,7 +62,9 @@ def test_ode_convergence_order(method, order, steps, sde):
     truth = exact_flow(sde, x_T, sde.T, eps)
     errors = []
     for n in steps:
-        x = ode_sample(sde, exact_score(sde), x_T=x_T, method=method, steps=n, eps=eps, dtype=torch.float64, denoise=False)
+        x = ode_sample(
+            sde, exact_score(sde), x_T=x_T, method=method, steps=n, eps=eps, dtype=torch.float64, denoise=False
+        )
         errors.append(float((x - truth).abs().max()))
     assert abs(slope(steps, errors) - order) <= 0.3, errors
 
@@ -97,9 +99,9 @@ def test_torchdiffeq_odeint_on_the_flow_matches_sdekit_and_the_exact_map():
     truth = exact_flow(sde, x_T, sde.T, eps)
     times = torch.tensor([sde.T, eps], dtype=torch.float64)
     # step_t makes torchdiffeq land on eps instead of stepping past it (below 0 the VP schedule is NaN).
-    adaptive = torchdiffeq.odeint(
-        flow, x_T, times, method="dopri5", rtol=1e-9, atol=1e-9, options={"step_t": times}
-    )[-1]
+    adaptive = torchdiffeq.odeint(flow, x_T, times, method="dopri5", rtol=1e-9, atol=1e-9, options={"step_t": times})[
+        -1
+    ]
     assert torch.allclose(adaptive, truth, atol=1e-6)
     ours = ode_sample(sde, exact_score(sde), x_T=x_T, method="rk4", steps=200, dtype=torch.float64, denoise=False)
     assert torch.allclose(ours, adaptive, atol=1e-6)

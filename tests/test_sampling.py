@@ -166,7 +166,11 @@ def test_nan_in_final_denoise_is_caught():
         ({"eps": -1e-3}, ValueError, "eps"),
         ({"snr": 0.0}, ValueError, "snr"),
         ({"snr": -0.1}, ValueError, "snr"),
-        ({"predictor": "heun"}, ValueError, "predictor 'heun'; valid: ancestral, euler_maruyama, none, reverse_diffusion"),
+        (
+            {"predictor": "heun"},
+            ValueError,
+            "predictor 'heun'; valid: ancestral, euler_maruyama, none, reverse_diffusion",
+        ),
         ({"corrector": "hmc"}, ValueError, "corrector 'hmc'; valid: annealed_langevin, langevin, none"),
         ({"corrector_steps": -1}, ValueError, "corrector_steps"),
         ({"grid": "cosine"}, ValueError, "grid 'cosine'; valid: edm, log_snr, quadratic, uniform"),
@@ -214,5 +218,5 @@ def test_score_not_callable():
 
 
 def test_sde_not_an_sde():
-    with pytest.raises(TypeError, match="sde must be an sdekit.SDE"):
+    with pytest.raises(TypeError, match=r"sde must be an sdekit\.SDE"):
         sample("vp", gaussian_score(SDES["vp"]), (4, 2), steps=3)

@@ -1,0 +1,7 @@
+"""``python -m sdekit``: the command line of :mod:`sdekit.cli`."""
+
+import sys
+
+from sdekit.cli import main
+
+sys.exit(main())
