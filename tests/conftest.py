@@ -1,0 +1,113 @@
+"""Shared hypothesis strategies and helpers for the sdekit test-suite.
+
+Strategies draw *valid* forward SDEs with random schedules, so property tests
+exercise every built-in (VP, sub-VP, VE and discrete VP from random, linear and
+cosine DDPM schedules) rather than the defaults only.
+"""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import strategies as st
+
+from sdekit.sde import (
+    VESDE,
+    VPSDE,
+    DiscreteVPSDE,
+    SubVPSDE,
+    cosine_alphas_cumprod,
+    linear_betas,
+)
+
+DTYPES = (torch.float32, torch.float64)
+
+#: Event shapes covering vectors, images and a scalar-per-sample event.
+EVENT_SHAPES = ((1,), (3,), (2, 3), (2, 3, 4), (1, 2, 2, 2))
+
+
+# --- schedules -------------------------------------------------------------------------------------------------------
+
+
+@st.composite
+def beta_ranges(draw: st.DrawFn) -> tuple[float, float]:
+    """β_min < β_max, both positive, covering small and large noise rates."""
+    beta_min = draw(st.floats(0.01, 2.0))
+    beta_max = beta_min + draw(st.floats(0.05, 30.0))
+    return beta_min, beta_max
+
+
+@st.composite
+def sigma_ranges(draw: st.DrawFn) -> tuple[float, float]:
+    """0 < σ_min < σ_max with a ratio between ~1.5 and 1e5."""
+    sigma_min = draw(st.floats(1e-3, 1.0))
+    sigma_max = sigma_min * draw(st.floats(1.5, 1e5))
+    return sigma_min, sigma_max
+
+
+def vp_sdes() -> st.SearchStrategy[VPSDE]:
+    return beta_ranges().map(lambda r: VPSDE(*r))
+
+
+def subvp_sdes() -> st.SearchStrategy[SubVPSDE]:
+    return beta_ranges().map(lambda r: SubVPSDE(*r))
+
+
+def ve_sdes() -> st.SearchStrategy[VESDE]:
+    return sigma_ranges().map(lambda r: VESDE(*r))
+
+
+@st.composite
+def random_betas(draw: st.DrawFn, max_steps: int = 40) -> torch.Tensor:
+    """A random DDPM β_1..β_N with every entry in (0, 1)."""
+    n = draw(st.integers(1, max_steps))
+    values = draw(st.lists(st.floats(1e-5, 0.5), min_size=n, max_size=n))
+    return torch.tensor(values, dtype=torch.float64)
+
+
+@st.composite
+def discrete_vp_sdes(draw: st.DrawFn, max_steps: int = 40) -> DiscreteVPSDE:
+    """A :class:`DiscreteVPSDE` from a random, a linear DDPM or a cosine (iDDPM) schedule."""
+    kind = draw(st.sampled_from(["betas", "alphas_cumprod", "linear", "cosine"]))
+    if kind == "betas":
+        return VPSDE.from_betas(draw(random_betas(max_steps)))
+    if kind == "alphas_cumprod":
+        betas = draw(random_betas(max_steps))
+        return VPSDE.from_alphas_cumprod(torch.cumprod(1 - betas, 0))
+    n = draw(st.sampled_from([1, 2, 7, 10, 50, 100, 1000]))
+    if kind == "linear":
+        return VPSDE.from_betas(linear_betas(n))
+    return VPSDE.from_alphas_cumprod(cosine_alphas_cumprod(n))
+
+
+def linear_sdes() -> st.SearchStrategy:
+    """Any built-in linear SDE with a random schedule."""
+    return st.one_of(vp_sdes(), subvp_sdes(), ve_sdes(), discrete_vp_sdes())
+
+
+# --- states and times ------------------------------------------------------------------------------------------------
+
+
+def dtypes() -> st.SearchStrategy[torch.dtype]:
+    return st.sampled_from(DTYPES)
+
+
+def event_shapes() -> st.SearchStrategy[tuple[int, ...]]:
+    return st.sampled_from(EVENT_SHAPES)
+
+
+@st.composite
+def states(draw: st.DrawFn, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A state x of shape (B, *event) in float32 or float64, reproducible from a drawn seed."""
+    batch = draw(st.integers(1, 5))
+    event = draw(event_shapes())
+    dtype = dtype or draw(dtypes())
+    seed = draw(st.integers(0, 2**31 - 1))
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn((batch, *event), generator=generator, dtype=torch.float64).to(dtype)
+
+
+@st.composite
+def times_like(draw: st.DrawFn, batch: int, low: float = 0.0, high: float = 1.0, dtype=torch.float64) -> torch.Tensor:
+    """Per-sample times of shape (batch,) in [low, high], endpoints included sometimes."""
+    values = draw(st.lists(st.floats(low, high), min_size=batch, max_size=batch))
+    return torch.tensor(values, dtype=dtype)
