@@ -171,7 +171,7 @@ def test_nan_in_final_denoise_is_caught():
             ValueError,
             "predictor 'heun'; valid: ancestral, euler_maruyama, none, reverse_diffusion",
         ),
-        ({"corrector": "hmc"}, ValueError, "corrector 'hmc'; valid: annealed_langevin, langevin, none"),
+        ({"corrector": "hmc"}, ValueError, "corrector 'hmc'; valid: annealed_langevin, langevin, langevin_per_sample, none"),
         ({"corrector_steps": -1}, ValueError, "corrector_steps"),
         ({"grid": "cosine"}, ValueError, "grid 'cosine'; valid: edm, log_snr, quadratic, uniform"),
         ({"grid": torch.tensor([1.0, 0.5, 0.7])}, ValueError, "strictly decreasing"),

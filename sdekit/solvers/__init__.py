@@ -5,7 +5,14 @@ Each family has a registry (:data:`PREDICTORS`, :data:`CORRECTORS`,
 every sampler in :mod:`sdekit.sampling`.
 """
 
-from sdekit.solvers.correctors import CORRECTORS, AnnealedLangevin, Corrector, Langevin, NoCorrector
+from sdekit.solvers.correctors import (
+    CORRECTORS,
+    AnnealedLangevin,
+    Corrector,
+    Langevin,
+    NoCorrector,
+    PerSampleLangevin,
+)
 from sdekit.solvers.ode import ODE_METHODS, RK4, Euler, ExplicitRungeKutta, Heun
 from sdekit.solvers.predictors import PREDICTORS, Ancestral, EulerMaruyama, NoPredictor, Predictor, ReverseDiffusion
 from sdekit.solvers.registry import Registry
@@ -23,6 +30,7 @@ __all__ = [
     "Ancestral",
     "NoPredictor",
     "Langevin",
+    "PerSampleLangevin",
     "AnnealedLangevin",
     "NoCorrector",
     "Euler",

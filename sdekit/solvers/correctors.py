@@ -5,7 +5,8 @@ the predictor came from, used for VP's step-size factor a = ᾱ(t_prev)/ᾱ(t) (
 DDPM α of the step; 1 for VE).
 
 The signal-to-noise ratio ``snr`` r sets the step: Langevin uses
-ε = 2a(r‖z‖/‖s‖)² per sample, annealed Langevin (NCSN's Algorithm 1) ε = 2a(rσ(t))².
+ε = 2a(r‖z‖/‖s‖)² (norms averaged over the batch; ``langevin_per_sample`` per sample),
+annealed Langevin (NCSN's Algorithm 1) ε = 2a(rσ(t))².
 The SDE paper's default r = 0.16 suits CIFAR-10 sized VE models; lower it if
 samples come out noisy, raise it if they stay blurry.
 """
@@ -24,7 +25,7 @@ from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.registry import Registry
 from sdekit.solvers.score_calls import gaussian_like
 
-__all__ = ["Corrector", "CORRECTORS", "Langevin", "AnnealedLangevin", "NoCorrector"]
+__all__ = ["Corrector", "CORRECTORS", "Langevin", "PerSampleLangevin", "AnnealedLangevin", "NoCorrector"]
 
 
 class Corrector(abc.ABC):
@@ -53,18 +54,46 @@ class Corrector(abc.ABC):
 
 
 CORRECTORS: Registry[type[Corrector]] = Registry("corrector")
+_TINY = torch.finfo(torch.float64).tiny
 
 
 @CORRECTORS.register("langevin")
 class Langevin(Corrector):
-    """Langevin MCMC with the step set per sample by the signal-to-noise ratio."""
+    """Langevin MCMC with one step for the batch, set by the signal-to-noise ratio of batch-mean norms.
+
+    ε = 2a(r·mean‖z‖/mean‖s‖)², as in the SDE paper's code. One ε for all samples keeps
+    the stationary law of the move close to p_t (variance inflated by about ε/2λ along
+    a direction of variance λ). The price: a sample's path depends on the other samples
+    in its batch, so reproduce runs with the same batch composition (sdekit's chunked
+    runs do).
+    """
 
     def step(self, x: Tensor, t: Tensor, t_prev: Tensor, generator: torch.Generator | None) -> Tensor:
         score = self.score(x, t)
         noise = gaussian_like(x, generator)
-        ratio = event_norm(noise).double() / event_norm(score).double().clamp_min(torch.finfo(torch.float64).tiny)
-        step_size = 2 * self._alpha_ratio(t, t_prev) * (self.snr * ratio) ** 2
+        step_size = 2 * self._alpha_ratio(t, t_prev) * (self.snr * self._norm_ratio(noise, score)) ** 2
         return self._langevin_move(x, score, step_size, noise)
+
+    def _norm_ratio(self, noise: Tensor, score: Tensor) -> Tensor:
+        """mean‖z‖ / mean‖s‖ over the batch, float64, shape (1,)."""
+        return (event_norm(noise).double().mean() / event_norm(score).double().mean().clamp_min(_TINY)).reshape(1)
+
+
+@CORRECTORS.register("langevin_per_sample")
+class PerSampleLangevin(Langevin):
+    """Langevin MCMC with a step per sample: ε = 2a(r‖z‖/‖s‖)² from each sample's own norms.
+
+    Independent of the batch, but biased wherever the corrector mixes: a step that
+    depends on the position makes the move's stationary density p·‖s‖²/(r²‖z‖²)-like
+    rather than p, emptying the centre of each mode. Measured on the 16-D mixture
+    oracle at 1000 steps: about 30 % variance inflation along the narrowest directions
+    (NLL +2.4 nats), where ``langevin`` is at the finite-sample floor. In 2–3 dimensions
+    ‖z‖/‖s‖ is also heavy-tailed. Prefer ``langevin`` unless batch independence matters.
+    """
+
+    def _norm_ratio(self, noise: Tensor, score: Tensor) -> Tensor:
+        """‖z‖ / ‖s‖ per sample, float64, shape (B,)."""
+        return event_norm(noise).double() / event_norm(score).double().clamp_min(_TINY)
 
 
 @CORRECTORS.register("annealed_langevin")
