@@ -24,16 +24,19 @@ from tqdm.auto import tqdm
 
 from sdekit._checks import batch_view, check_nonnegative_int, check_open_interval, check_shape
 from sdekit.grids import check_grid, make_grid
-from sdekit.reverse import ScoreFn, probability_flow
+from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE, time_checks
-from sdekit.solvers import CORRECTORS, ODE_METHODS, PREDICTORS, CountedScore
+from sdekit.solvers import CORRECTORS, ODE_METHODS, PREDICTORS, SDE_STEPPERS, CountedScore
 
-__all__ = ["SampleInfo", "pc_sample", "sample", "ode_sample", "default_eps", "SDE_METHODS"]
+__all__ = ["SampleInfo", "pc_sample", "sample", "ode_sample", "default_eps", "sde_methods"]
 
 _SYNC_EVERY = 16
 Callback = Callable[[dict[str, Any]], None]
-#: ``sample(method=...)`` names: every predictor but "none".
-SDE_METHODS = tuple(name for name in PREDICTORS.names() if name != "none")
+
+
+def sde_methods() -> list[str]:
+    """``sample(method=...)`` names: every predictor but "none", and every registered SDE stepper."""
+    return sorted([name for name in PREDICTORS.names() if name != "none"] + SDE_STEPPERS.names())
 
 
 @dataclass
@@ -274,13 +277,20 @@ def sample(
     callback: Callback | None = None,
     return_info: bool = False,
 ) -> Tensor | tuple[Tensor, SampleInfo]:
-    """Sample the reverse SDE with one of :data:`SDE_METHODS` (a predictor without corrector).
+    """Sample the reverse SDE with one of :func:`sde_methods` (a predictor without corrector, or a stepper).
 
     ``ancestral`` is the most robust at small step counts; ``euler_maruyama``
     needs the most. See :func:`pc_sample` for the other arguments.
     """
-    if not isinstance(method, str) or method not in SDE_METHODS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(SDE_METHODS)}")
+    if not isinstance(method, str) or method not in sde_methods():
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(sde_methods())}")
+    if method in SDE_STEPPERS:
+        setup = _prepare(
+            sde, score, shape, steps=steps, grid=grid, eps=eps, x_T=x_T, generator=generator, device=device, dtype=dtype
+        )
+        stepper = SDE_STEPPERS.get(method)(sde, setup.score, setup.grid.to(setup.x.device), generator)
+        x = _run_grid(stepper.step, setup, progress=progress, callback=callback)
+        return _finish(sde, setup, x, denoise, return_info)
     return pc_sample(
         sde,
         score,
@@ -326,10 +336,10 @@ def ode_sample(
     :data:`sdekit.solvers.ODE_METHODS`: ``euler`` (order 1, 1 NFE/step), ``heun``
     (order 2, 2 NFE/step), ``rk4`` (order 4, 4 NFE/step).
     """
-    stepper_cls = ODE_METHODS.get(method)
+    factory = ODE_METHODS.get(method)
     setup = _prepare(
         sde, score, shape, steps=steps, grid=grid, eps=eps, x_T=x_T, generator=generator, device=device, dtype=dtype
     )
-    stepper = stepper_cls(probability_flow(sde, setup.score))
+    stepper = factory(sde, setup.score, setup.grid.to(setup.x.device))
     x = _run_grid(stepper.step, setup, progress=progress, callback=callback)
     return _finish(sde, setup, x, denoise, return_info)

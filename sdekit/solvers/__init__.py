@@ -14,12 +14,21 @@ from sdekit.solvers.correctors import (
     PerSampleLangevin,
 )
 from sdekit.solvers.ode import ODE_METHODS, RK4, Euler, ExplicitRungeKutta, Heun
-from sdekit.solvers.predictors import PREDICTORS, Ancestral, EulerMaruyama, NoPredictor, Predictor, ReverseDiffusion
-from sdekit.solvers.registry import Registry
+from sdekit.solvers.predictors import (
+    PREDICTORS,
+    SDE_STEPPERS,
+    Ancestral,
+    EulerMaruyama,
+    NoPredictor,
+    Predictor,
+    ReverseDiffusion,
+)
+from sdekit.solvers.registry import ODEStepperFactory, Registry, SDEStepperFactory, Stepper
 from sdekit.solvers.score_calls import CountedScore, gaussian_like
 
 __all__ = [
     "PREDICTORS",
+    "SDE_STEPPERS",
     "CORRECTORS",
     "ODE_METHODS",
     "Predictor",
@@ -37,6 +46,9 @@ __all__ = [
     "Heun",
     "RK4",
     "Registry",
+    "Stepper",
+    "ODEStepperFactory",
+    "SDEStepperFactory",
     "CountedScore",
     "gaussian_like",
 ]

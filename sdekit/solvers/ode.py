@@ -13,8 +13,9 @@ from typing import ClassVar
 from torch import Tensor
 
 from sdekit._checks import batch_view
-from sdekit.reverse import ProbabilityFlow
-from sdekit.solvers.registry import Registry
+from sdekit.reverse import ScoreFn, probability_flow
+from sdekit.sde import SDE
+from sdekit.solvers.registry import ODEStepperFactory, Registry
 
 __all__ = ["ExplicitRungeKutta", "ODE_METHODS", "Euler", "Heun", "RK4"]
 
@@ -27,8 +28,8 @@ class ExplicitRungeKutta:
     c: ClassVar[tuple[float, ...]]
     order: ClassVar[int]
 
-    def __init__(self, flow: ProbabilityFlow) -> None:
-        self.flow = flow
+    def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor | None = None) -> None:
+        self.flow = probability_flow(sde, score)
 
     @property
     def nfe_per_step(self) -> int:
@@ -48,7 +49,8 @@ class ExplicitRungeKutta:
         return x + dt * update
 
 
-ODE_METHODS: Registry[type[ExplicitRungeKutta]] = Registry("ODE method")
+#: Fixed-grid probability-flow methods: name -> ``factory(sde, score, grid)`` (a class, usually).
+ODE_METHODS: Registry[ODEStepperFactory] = Registry("ODE method")
 
 
 @ODE_METHODS.register("euler")

@@ -21,10 +21,10 @@ from torch import Tensor
 from sdekit._checks import batch_view
 from sdekit.reverse import ScoreFn, reverse
 from sdekit.sde import SDE, LinearSDE
-from sdekit.solvers.registry import Registry
+from sdekit.solvers.registry import Registry, SDEStepperFactory
 from sdekit.solvers.score_calls import gaussian_like
 
-__all__ = ["Predictor", "PREDICTORS", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NoPredictor"]
+__all__ = ["Predictor", "PREDICTORS", "SDE_STEPPERS", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NoPredictor"]
 
 
 class Predictor(abc.ABC):
@@ -43,6 +43,10 @@ class Predictor(abc.ABC):
 
 
 PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
+
+#: Fixed-grid reverse-SDE methods that are not predictor–corrector pairs (multistep,
+#: exponential integrators): name -> ``factory(sde, score, grid, generator)``.
+SDE_STEPPERS: Registry[SDEStepperFactory] = Registry("SDE method")
 
 
 def _scale(coefficient: Tensor, x: Tensor) -> Tensor:

@@ -3,11 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
+
+import torch
+from torch import Tensor
 
 from sdekit._checks import check_choice
+from sdekit.reverse import ScoreFn
+from sdekit.sde import SDE
 
 T = TypeVar("T")
+
+
+class Stepper(Protocol):
+    """One step of a fixed-grid method: the state at ``t_next`` from the state ``x`` at ``t``.
+
+    ``t`` and ``t_next`` are float64 tensors of shape ``(1,)`` (a time shared by the
+    batch) or ``(B,)``. A multistep method keeps its history on the instance: it is
+    built for one run over one grid.
+    """
+
+    def step(self, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor: ...
+
+
+class ODEStepperFactory(Protocol):
+    """Builds a probability-flow stepper for one run: ``factory(sde, score, grid)``.
+
+    ``grid`` is the run's whole time grid, float64, on the state's device.
+    """
+
+    def __call__(self, sde: SDE, score: ScoreFn, grid: Tensor) -> Stepper: ...
+
+
+class SDEStepperFactory(Protocol):
+    """Builds a reverse-SDE stepper for one run: ``factory(sde, score, grid, generator)``."""
+
+    def __call__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None) -> Stepper: ...
 
 
 class Registry(Generic[T]):
