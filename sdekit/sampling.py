@@ -71,7 +71,7 @@ def _prepare(
     shape: tuple[int, ...] | None,
     *,
     steps: int,
-    grid: str | Tensor,
+    grid: str | Tensor | None,
     eps: float | None,
     x_T: Tensor | None,
     generator: torch.Generator | None,
@@ -82,6 +82,8 @@ def _prepare(
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
     counted = CountedScore(score)
+    if grid is None:
+        grid = "uniform"
     if isinstance(grid, str):
         eps = default_eps(sde) if eps is None else check_open_interval("eps", eps, 0.0, sde.T)
         times = make_grid(grid, sde, steps, eps)
@@ -91,6 +93,11 @@ def _prepare(
             raise ValueError(f"eps={eps!r} disagrees with the explicit grid, which ends at {float(times[-1])!r}")
         eps = float(times[-1])
     return _Setup(_initial_state(sde, score, shape, x_T, generator, device, dtype), times, counted, eps)
+
+
+def _default_grid(method: object, grid: str | Tensor | None) -> str | Tensor:
+    """The user's grid, else the method's preferred one (``default_grid``), else uniform in t."""
+    return grid if grid is not None else str(getattr(method, "default_grid", "uniform"))
 
 
 def _initial_state(
@@ -218,7 +225,7 @@ def pc_sample(
     snr: float = 0.16,
     corrector_steps: int = 1,
     eps: float | None = None,
-    grid: str | Tensor = "uniform",
+    grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -236,7 +243,8 @@ def pc_sample(
     corrector_steps × corrector calls) + 1. ``predictor`` is one of
     :data:`sdekit.solvers.PREDICTORS`, ``corrector`` one of :data:`sdekit.solvers.CORRECTORS`;
     either may be ``"none"``. ``grid`` is a name from :mod:`sdekit.grids` or an
-    explicit decreasing tensor of times. ``x_T`` replaces the prior draw.
+    explicit decreasing tensor of times (default: uniform in t, or the method's
+    preferred grid — log-SNR for exponential integrators). ``x_T`` replaces the prior draw.
 
     Returns the samples, or ``(samples, SampleInfo)`` with ``return_info=True``.
     """
@@ -267,7 +275,7 @@ def sample(
     method: str = "euler_maruyama",
     steps: int = 1000,
     eps: float | None = None,
-    grid: str | Tensor = "uniform",
+    grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -285,10 +293,20 @@ def sample(
     if not isinstance(method, str) or method not in sde_methods():
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(sde_methods())}")
     if method in SDE_STEPPERS:
+        factory = SDE_STEPPERS.get(method)
         setup = _prepare(
-            sde, score, shape, steps=steps, grid=grid, eps=eps, x_T=x_T, generator=generator, device=device, dtype=dtype
+            sde,
+            score,
+            shape,
+            steps=steps,
+            grid=_default_grid(factory, grid),
+            eps=eps,
+            x_T=x_T,
+            generator=generator,
+            device=device,
+            dtype=dtype,
         )
-        stepper = SDE_STEPPERS.get(method)(sde, setup.score, setup.grid.to(setup.x.device), generator)
+        stepper = factory(sde, setup.score, setup.grid.to(setup.x.device), generator)
         x = _run_grid(stepper.step, setup, progress=progress, callback=callback)
         return _finish(sde, setup, x, denoise, return_info)
     return pc_sample(
@@ -319,7 +337,7 @@ def ode_sample(
     method: str = "heun",
     steps: int = 100,
     eps: float | None = None,
-    grid: str | Tensor = "uniform",
+    grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -338,7 +356,16 @@ def ode_sample(
     """
     factory = ODE_METHODS.get(method)
     setup = _prepare(
-        sde, score, shape, steps=steps, grid=grid, eps=eps, x_T=x_T, generator=generator, device=device, dtype=dtype
+        sde,
+        score,
+        shape,
+        steps=steps,
+        grid=_default_grid(factory, grid),
+        eps=eps,
+        x_T=x_T,
+        generator=generator,
+        device=device,
+        dtype=dtype,
     )
     stepper = factory(sde, setup.score, setup.grid.to(setup.x.device))
     x = _run_grid(stepper.step, setup, progress=progress, callback=callback)
