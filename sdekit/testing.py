@@ -40,11 +40,9 @@ run; :meth:`GaussianMixture.sample` follows torch and uses the global RNG.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -313,13 +311,11 @@ class GaussianMixture:
     def _chunked(self, flat: Tensor, alpha: Tensor, sigma: Tensor, reduce: Callable[[Tensor], Tensor]) -> Tensor:
         """``reduce(log joint (K, chunk))`` over chunks of rows, in float64; differentiable if ``flat`` needs grad."""
         params = self._layout(flat.device, _F64)
-        scratch = None if _needs_grad(flat) else _Scratch()
         out = []
         for lo in range(0, flat.shape[0], _CHUNK):
             rows = slice(lo, lo + _CHUNK)
             chunk = flat[rows].to(_F64)
-            work = None if scratch is None else scratch.get(chunk.shape[0], params)
-            out.append(reduce(_log_joint(chunk, _rows(alpha, rows), _rows(sigma, rows), params, work)[0]))
+            out.append(reduce(_log_joint(chunk, _rows(alpha, rows), _rows(sigma, rows), params)[0]))
         return torch.cat(out)
 
     def score(self, sde: LinearSDE) -> ExactScore:
@@ -348,20 +344,19 @@ class GaussianMixture:
         key = ("stats", n)
         if generator is None and key in self._cache:
             return self._cache[key]
-        with _serial():
-            stats = self._monte_carlo(n, generator if generator is not None else _fixed_generator("entropy", n))
+        stats = self._monte_carlo(n, generator if generator is not None else _fixed_generator("entropy", n))
         if generator is None:
             self._cache[key] = stats
         return stats
 
     def _monte_carlo(self, n: int, generator: torch.Generator) -> _Stats:
         device = generator.device
-        params, scratch = self._layout(device, _F64), _Scratch()
+        params = self._layout(device, _F64)
         one, zero = _clean(device)
         log_probs, counts = [], torch.zeros(self.num_components, dtype=_F64, device=device)
         for lo in range(0, n, _CHUNK):
             x, _ = self._draw(min(_CHUNK, n - lo), one, zero, generator, device, torch.float32)
-            log_joint, _, _ = _log_joint(x, one, zero, params, scratch.get(x.shape[0], params))
+            log_joint, _, _ = _log_joint(x, one, zero, params)
             log_probs.append(torch.logsumexp(log_joint, dim=0))
             counts += torch.bincount(log_joint.argmax(dim=0), minlength=self.num_components).to(_F64)
         log_p = torch.cat(log_probs)
@@ -467,9 +462,7 @@ class ExactScore:
     and float64 inputs in float64; pass float64 if covariance eigenvalues are tiny
     (≲ 1e-4) and t ≈ 0. When every sample shares one time (checked cheaply on CPU),
     the per-component variances are computed once per call, not once per sample.
-    It is differentiable in ``x`` (e.g. for exact-trace divergence by autograd). Without
-    autograd it reuses three ``(B, K·D)`` scratch buffers per thread between calls
-    (faulting in fresh memory would otherwise cost as much as the arithmetic).
+    It is differentiable in ``x`` (e.g. for exact-trace divergence by autograd).
     """
 
     def __init__(self, mixture: GaussianMixture, sde: LinearSDE) -> None:
@@ -477,21 +470,13 @@ class ExactScore:
             raise TypeError(f"sde must be a sdekit.sde.LinearSDE, got {type(sde).__name__}")
         self.mixture, self.sde = mixture, sde
         self.calls = 0
-        self._scratch = _Scratch()
 
     def __repr__(self) -> str:
         return f"ExactScore({self.mixture!r}, {self.sde!r})"
 
-    def __getstate__(self) -> dict[str, Any]:  # picklable (e.g. for worker processes): drop the scratch
-        return {k: v for k, v in self.__dict__.items() if k != "_scratch"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._scratch = _Scratch()
-
     def __call__(self, x: Tensor, t: Tensor | float) -> Tensor:
         log_joint, z, _ = self._evaluate(x, t)
-        weighted = _weight(z, torch.softmax(log_joint, dim=0).T.contiguous(), in_place=not _needs_grad(x))
+        weighted = _weight(z, torch.softmax(log_joint, dim=0).T)
         params = self.mixture._layout(z.device, z.dtype)
         return (weighted @ params.back).to(x.dtype).reshape(x.shape)
 
@@ -504,7 +489,7 @@ class ExactScore:
         r = torch.softmax(log_joint, dim=0).T
         params = self.mixture._layout(z.device, z.dtype)
         per_component = (z * z - inv) @ params.blocks.T  # (B, K)
-        score = _weight(z, r, in_place=False) @ params.back
+        score = _weight(z, r) @ params.back
         return ((r * per_component).sum(1) - (score * score).sum(1)).to(x.dtype)
 
     def _evaluate(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
@@ -513,80 +498,33 @@ class ExactScore:
         dtype = _F64 if x.dtype == _F64 else torch.float32
         alpha, sigma = _schedule(self.sde, _shared_time(t, flat.shape[0]), flat.shape[0], x.device)
         params = self.mixture._layout(x.device, dtype)
-        work = None if _needs_grad(x) else self._scratch.get(flat.shape[0], params)
-        return _log_joint(flat.to(dtype), alpha, sigma, params, work)
+        return _log_joint(flat.to(dtype), alpha, sigma, params)
 
 
 # --- the shared kernel -------------------------------------------------------------------------------------------
 
 
-class _Scratch(threading.local):
-    """Three reusable ``(rows, K·D)`` buffers per thread, grown on demand."""
-
-    buffers: tuple[Tensor, Tensor, Tensor] | None = None
-
-    def get(self, rows: int, params: _Params) -> tuple[Tensor, Tensor, Tensor]:
-        like, b = params.proj, self.buffers
-        width = like.shape[1]
-        if (
-            b is None
-            or b[0].shape[0] < rows
-            or (b[0].shape[1], b[0].dtype, b[0].device) != (width, like.dtype, like.device)
-        ):
-            b = self.buffers = (like.new_empty(rows, width), like.new_empty(rows, width), like.new_empty(rows, width))
-        return b[0][:rows], b[1][:rows], b[2][:rows]
-
-
-def _log_joint(
-    flat: Tensor, alpha: Tensor, sigma: Tensor, params: _Params, work: tuple[Tensor, Tensor, Tensor] | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
+def _log_joint(flat: Tensor, alpha: Tensor, sigma: Tensor, params: _Params) -> tuple[Tensor, Tensor, Tensor]:
     """log(w_k N_k(x)) ``(K, B)``, z = C_k⁻¹ y_k ``(B, K·D)`` and 1/c ``(B or 1, K·D)`` at (α, σ).
 
     ``alpha``/``sigma`` are float64 of shape ``(B,)`` or ``(1,)``; work happens in ``flat.dtype``.
-    With ``work`` (scratch buffers y, z, c) nothing large is allocated, and nothing is
-    differentiable; the returned z and 1/c then live in the buffers. The log-joint comes
+    The log-joint comes
     transposed, components first: reductions over K along dim 0 are fast on CPU, where
     torch's softmax over a short last dimension is not. Few, large ops: each parallel op
     is a synchronisation, which costs most when the CPU is shared.
     """
     a = alpha.to(flat.dtype)[:, None]
-    rows = a.shape[0]
-    y, z, c = (None, None, None) if work is None else (work[0], work[1], work[2][:rows])
-    y = torch.mm(torch.cat([flat, a.expand(flat.shape[0], 1)], dim=1), params.proj, out=y)
-    c = torch.mm(torch.cat([a.square(), sigma.to(flat.dtype).square()[:, None]], dim=1), params.variances, out=c)
-    log_det = params.blocks @ torch.log(c, out=None if z is None else z[:rows]).T  # (K, rows)
-    inv = c.reciprocal() if work is None else c.reciprocal_()
-    z = torch.mul(y, inv, out=z)
-    y_z = y * z if work is None else y.mul_(z)
-    return torch.addmm(params.log_weights_column - 0.5 * log_det, params.blocks, y_z.T, alpha=-0.5), z, inv
+    y = torch.cat([flat, a.expand(flat.shape[0], 1)], dim=1) @ params.proj
+    c = torch.cat([a.square(), sigma.to(flat.dtype).square()[:, None]], dim=1) @ params.variances
+    log_det = params.blocks @ c.log().T  # (K, rows)
+    inv = c.reciprocal()
+    z = y * inv
+    return torch.addmm(params.log_weights_column - 0.5 * log_det, params.blocks, (y * z).T, alpha=-0.5), z, inv
 
 
-def _weight(z: Tensor, r: Tensor, *, in_place: bool) -> Tensor:
+def _weight(z: Tensor, r: Tensor) -> Tensor:
     """r_k z_k for every component: ``(B, K·D)``."""
-    k = r.shape[1]
-    blocks = z.view(z.shape[0], k, -1)
-    weighted = blocks.mul_(r[:, :, None]) if in_place else blocks * r[:, :, None]
-    return weighted.view(z.shape[0], -1)
-
-
-@contextlib.contextmanager
-def _serial() -> Iterator[None]:
-    """Run a one-off bulk computation (entropy, floors) on one intra-op thread, then restore.
-
-    It is thousands of mid-sized ops; on a CPU shared with other processes every parallel
-    op waits at its barrier for a descheduled thread, which made it 30-50x slower. On an
-    idle machine one thread costs little more. (The thread count is process-wide.)
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _needs_grad(x: Tensor) -> bool:
-    return torch.is_grad_enabled() and x.requires_grad
+    return (z.view(z.shape[0], r.shape[1], -1) * r[:, :, None]).view(z.shape[0], -1)
 
 
 def _clean(device: torch.device) -> tuple[Tensor, Tensor]:
@@ -826,9 +764,8 @@ def finite_sample_floors(
     stats = mixture._statistics()
     gen = generator if generator is not None else _fixed_generator("floors", n)
     nll = math.sqrt(2 / math.pi) * math.sqrt(stats.sd_log_prob**2 / n + stats.standard_error**2)
-    with _serial():
-        tv = _tv_floor(mixture.weights, stats.label_freq, n, gen)
-        sw1 = _sw1_floor(mixture, n, gen, repeats, projections)
+    tv = _tv_floor(mixture.weights, stats.label_freq, n, gen)
+    sw1 = _sw1_floor(mixture, n, gen, repeats, projections)
     floors = Floors(n=n, sw1=sw1, tv=tv, nll=nll)
     if generator is None:
         mixture._cache[key] = floors
