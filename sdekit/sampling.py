@@ -24,11 +24,13 @@ from tqdm.auto import tqdm
 
 from sdekit._checks import batch_view, check_nonnegative_int, check_open_interval, check_shape
 from sdekit.grids import check_grid, make_grid
-from sdekit.reverse import ScoreFn
+from sdekit.reverse import ScoreFn, probability_flow
 from sdekit.sde import SDE, LinearSDE, time_checks
 from sdekit.solvers import CORRECTORS, ODE_METHODS, PREDICTORS, SDE_STEPPERS, CountedScore
+from sdekit.solvers.adaptive_ode import TABLEAUS, solve_ivp_batched
+from sdekit.solvers.adaptive_sde import adaptive_sde_sample
 
-__all__ = ["SampleInfo", "pc_sample", "sample", "ode_sample", "default_eps", "sde_methods"]
+__all__ = ["SampleInfo", "pc_sample", "sample", "ode_sample", "default_eps", "sde_methods", "ode_methods"]
 
 _SYNC_EVERY = 16
 Callback = Callable[[dict[str, Any]], None]
@@ -36,7 +38,7 @@ Callback = Callable[[dict[str, Any]], None]
 
 def sde_methods() -> list[str]:
     """``sample(method=...)`` names: every predictor but "none", and every registered SDE stepper."""
-    return sorted([name for name in PREDICTORS.names() if name != "none"] + SDE_STEPPERS.names())
+    return sorted([name for name in PREDICTORS.names() if name != "none"] + SDE_STEPPERS.names() + ["adaptive"])
 
 
 @dataclass
@@ -206,12 +208,25 @@ def _denoise(sde: SDE, setup: _Setup, x: Tensor) -> Tensor:
     return denoised
 
 
-def _finish(sde: SDE, setup: _Setup, x: Tensor, denoise: bool, return_info: bool) -> Tensor | tuple[Tensor, SampleInfo]:
+def _finish(
+    sde: SDE,
+    setup: _Setup,
+    x: Tensor,
+    denoise: bool,
+    return_info: bool,
+    *,
+    steps: int | None = None,
+    rejected: int = 0,
+) -> Tensor | tuple[Tensor, SampleInfo]:
+    """Denoise if asked, and attach the info (steps default to the grid's)."""
     if denoise:
         x = _denoise(sde, setup, x)
-    if not return_info:
-        return x
-    return x, SampleInfo(nfe=setup.score.nfe, steps=len(setup.grid) - 1, rejected=0, grid=setup.grid)
+    return (x, _info(setup, steps, rejected)) if return_info else x
+
+
+def _info(setup: _Setup, steps: int | None, rejected: int) -> SampleInfo:
+    steps = len(setup.grid) - 1 if steps is None else steps
+    return SampleInfo(nfe=setup.score.nfe, steps=steps, rejected=rejected, grid=setup.grid)
 
 
 def pc_sample(
@@ -284,14 +299,40 @@ def sample(
     progress: bool = False,
     callback: Callback | None = None,
     return_info: bool = False,
+    **options: Any,
 ) -> Tensor | tuple[Tensor, SampleInfo]:
-    """Sample the reverse SDE with one of :func:`sde_methods` (a predictor without corrector, or a stepper).
+    """Sample the reverse SDE with one of :func:`sde_methods`.
 
-    ``ancestral`` is the most robust at small step counts; ``euler_maruyama``
-    needs the most. See :func:`pc_sample` for the other arguments.
+    Fixed-grid methods take ``steps`` and ``grid``: a predictor without corrector
+    (``ancestral`` is the most robust at small step counts, ``euler_maruyama`` needs
+    the most) or a registered stepper (``dpmpp_2m_sde``). ``method="adaptive"`` chooses
+    its own per-sample steps and takes the options of
+    :func:`sdekit.solvers.adaptive_sde.adaptive_sde_sample` (``rtol``, ``atol``,
+    ``h_init``, ``safety``, ``exponent``, ``norm``, ``error_use_prev``, ``extrapolate``);
+    its ``info.steps`` and ``info.rejected`` are per-sample steps summed over the batch.
+    See :func:`pc_sample` for the other arguments.
     """
     if not isinstance(method, str) or method not in sde_methods():
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(sde_methods())}")
+    if method == "adaptive":
+        if grid is not None:
+            raise TypeError("grid is not an option of method 'adaptive': it chooses its own steps")
+        setup = _prepare(
+            sde, score, shape, steps=1, grid=None, eps=eps, x_T=x_T, generator=generator, device=device, dtype=dtype
+        )
+        x, stats = adaptive_sde_sample(
+            sde,
+            setup.score,
+            setup.x,
+            eps=setup.eps,
+            generator=generator,
+            progress=progress,
+            callback=callback,
+            **options,
+        )
+        return _finish(sde, setup, x, denoise, return_info, steps=stats.steps, rejected=stats.rejected)
+    if options:
+        raise TypeError(f"method {method!r} takes no option(s) {', '.join(sorted(options))}")
     if method in SDE_STEPPERS:
         factory = SDE_STEPPERS.get(method)
         setup = _prepare(
@@ -329,6 +370,11 @@ def sample(
     )
 
 
+def ode_methods() -> list[str]:
+    """``ode_sample(method=...)`` names: fixed-grid :data:`sdekit.solvers.ODE_METHODS` and adaptive pairs."""
+    return sorted(ODE_METHODS.names() + list(TABLEAUS))
+
+
 def ode_sample(
     sde: SDE,
     score: ScoreFn,
@@ -346,14 +392,84 @@ def ode_sample(
     progress: bool = False,
     callback: Callback | None = None,
     return_info: bool = False,
+    **options: Any,
 ) -> Tensor | tuple[Tensor, SampleInfo]:
-    """Integrate the probability-flow ODE from T to ``eps`` with a fixed-step Runge–Kutta method.
+    """Integrate the probability-flow ODE from T to ``eps``.
 
     Deterministic given ``x_T`` (drawn from the prior with ``generator`` when not
-    given), so it also maps given latents to data. ``method`` is one of
-    :data:`sdekit.solvers.ODE_METHODS`: ``euler`` (order 1, 1 NFE/step), ``heun``
-    (order 2, 2 NFE/step), ``rk4`` (order 4, 4 NFE/step).
+    given), so it also maps given latents to data. Fixed-grid methods
+    (:data:`sdekit.solvers.ODE_METHODS`): ``euler`` (order 1, 1 NFE/step), ``heun``
+    (order 2, 2 NFE/step), ``rk4`` (order 4, 4 NFE/step), ``dpmpp_2m`` / ``dpmpp_3m``
+    (1 NFE/step, log-SNR grid by default — the choice below ~20 NFE).
+
+    Adaptive methods ``dopri5`` and ``bosh3`` (or any torchdiffeq method with
+    ``backend="torchdiffeq"``) take the options of
+    :func:`sdekit.solvers.adaptive_ode.solve_ivp_batched`: ``rtol``, ``atol``
+    (both 1e-5 by default), ``backend`` ("native", "torchdiffeq", "scipy"),
+    ``t_eval``, ``h_init``, ``max_steps``, ``error_norm``. Error control is per
+    sample. With ``t_eval`` (times from T down to eps) the result is the stack of raw
+    states at those times, shape ``(len(t_eval), *x.shape)``, not denoised. The
+    progress bar counts NFE; ``callback`` is for fixed-grid methods only.
     """
+    if not isinstance(method, str):
+        raise ValueError(f"unknown ODE method {method!r}; valid: {', '.join(ode_methods())}")
+    if method in ODE_METHODS and "backend" not in options:
+        if options:
+            raise TypeError(f"method {method!r} takes no option(s) {', '.join(sorted(options))}")
+        return _fixed_grid_ode(
+            sde,
+            score,
+            shape,
+            method,
+            steps,
+            eps,
+            grid,
+            denoise,
+            x_T,
+            generator,
+            device,
+            dtype,
+            progress,
+            callback,
+            return_info,
+        )
+    if method not in TABLEAUS and options.get("backend", "native") == "native":
+        raise ValueError(f"unknown ODE method {method!r}; valid: {', '.join(ode_methods())}")
+    if grid is not None or callback is not None:
+        raise TypeError(f"grid and callback are not options of the adaptive method {method!r}")
+    setup = _prepare(
+        sde, score, shape, steps=1, grid=None, eps=eps, x_T=x_T, generator=generator, device=device, dtype=dtype
+    )
+    flow = probability_flow(sde, setup.score)
+    with torch.no_grad(), tqdm(disable=not progress, desc="sampling", unit="NFE") as bar:
+
+        def velocity(t: Tensor, y: Tensor) -> Tensor:
+            bar.update(1)
+            return flow.drift(y, t)
+
+        x, stats = solve_ivp_batched(velocity, setup.x, sde.T, setup.eps, method=method, **options)
+    if options.get("t_eval") is not None:
+        return (x, _info(setup, stats.steps, stats.rejected)) if return_info else x
+    return _finish(sde, setup, x, denoise, return_info, steps=stats.steps, rejected=stats.rejected)
+
+
+def _fixed_grid_ode(
+    sde: SDE,
+    score: ScoreFn,
+    shape: tuple[int, ...] | None,
+    method: str,
+    steps: int,
+    eps: float | None,
+    grid: str | Tensor | None,
+    denoise: bool,
+    x_T: Tensor | None,
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+    dtype: torch.dtype,
+    progress: bool,
+    callback: Callback | None,
+    return_info: bool,
+) -> Tensor | tuple[Tensor, SampleInfo]:
     factory = ODE_METHODS.get(method)
     setup = _prepare(
         sde,

@@ -137,3 +137,45 @@ def test_torchsde_sdeint_on_the_reverse_sde_matches_sdekit_in_distribution(sde):
         assert torch.allclose(x.var(0) / var_eps, torch.ones(2, dtype=torch.float64), atol=0.05)
     assert torch.allclose(theirs.mean(0), ours.mean(0), atol=0.03)
     assert torch.allclose(theirs.var(0) / ours.var(0), torch.ones(2, dtype=torch.float64), atol=0.05)
+
+
+@pytest.mark.parametrize("backend", ["native", "torchdiffeq", "scipy"])
+@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
+def test_adaptive_ode_sample_lands_on_the_exact_flow_map(method, backend):
+    sde, eps, tol = VPSDE(), 1e-3, 1e-6
+    x_T = prior_draw(sde, 64)
+    truth = exact_flow(sde, x_T, sde.T, eps)
+    x, info = ode_sample(
+        sde,
+        exact_score(sde),
+        x_T=x_T,
+        method=method,
+        backend=backend,
+        rtol=tol,
+        atol=tol,
+        dtype=torch.float64,
+        denoise=False,
+        return_info=True,
+    )
+    assert float((x - truth).abs().max()) < 50 * tol
+    assert info.nfe > 10
+
+
+def test_adaptive_ode_sample_t_eval_returns_the_trajectory():
+    sde = VPSDE()
+    x_T = prior_draw(sde, 16)
+    t_eval = torch.tensor([1.0, 0.5, 0.1, 1e-3], dtype=torch.float64)
+    path = ode_sample(sde, exact_score(sde), x_T=x_T, method="dopri5", t_eval=t_eval, dtype=torch.float64)
+    assert path.shape == (4, 16, 2)
+    for k, t in enumerate(t_eval.tolist()):
+        assert torch.allclose(path[k], exact_flow(sde, x_T, sde.T, t), atol=1e-3)
+
+
+def test_adaptive_ode_sample_rejects_fixed_grid_arguments_and_bad_options():
+    sde = VPSDE()
+    with pytest.raises(TypeError, match="not options of the adaptive method"):
+        ode_sample(sde, exact_score(sde), (4, 2), method="dopri5", grid="uniform")
+    with pytest.raises(ValueError, match="rtol"):
+        ode_sample(sde, exact_score(sde), (4, 2), method="dopri5", rtol=-1.0)
+    with pytest.raises(TypeError, match="method 'heun' takes no option"):
+        ode_sample(sde, exact_score(sde), (4, 2), method="heun", rtol=1e-3)

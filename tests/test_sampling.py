@@ -171,7 +171,11 @@ def test_nan_in_final_denoise_is_caught():
             ValueError,
             "predictor 'heun'; valid: ancestral, euler_maruyama, none, reverse_diffusion",
         ),
-        ({"corrector": "hmc"}, ValueError, "corrector 'hmc'; valid: annealed_langevin, langevin, langevin_per_sample, none"),
+        (
+            {"corrector": "hmc"},
+            ValueError,
+            "corrector 'hmc'; valid: annealed_langevin, langevin, langevin_per_sample, none",
+        ),
         ({"corrector_steps": -1}, ValueError, "corrector_steps"),
         ({"grid": "cosine"}, ValueError, "grid 'cosine'; valid: edm, log_snr, quadratic, uniform"),
         ({"grid": torch.tensor([1.0, 0.5, 0.7])}, ValueError, "strictly decreasing"),
@@ -193,9 +197,9 @@ def test_bad_shape(shape):
 
 
 def test_unknown_method_lists_valid_ones():
-    with pytest.raises(ValueError, match="method 'dopri9'; valid: ancestral, euler_maruyama, reverse_diffusion"):
+    with pytest.raises(ValueError, match="method 'dopri9'; valid: adaptive, ancestral, dpmpp_2m_sde, euler_maruyama"):
         sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), method="dopri9")
-    with pytest.raises(ValueError, match="ODE method 'rk45'; valid: euler, heun, rk4"):
+    with pytest.raises(ValueError, match="ODE method 'rk45'; valid: bosh3, dopri5, dpmpp_2m, dpmpp_3m, euler, heun, rk4"):
         ode_sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), method="rk45")
 
 
@@ -220,3 +224,34 @@ def test_score_not_callable():
 def test_sde_not_an_sde():
     with pytest.raises(TypeError, match=r"sde must be an sdekit\.SDE"):
         sample("vp", gaussian_score(SDES["vp"]), (4, 2), steps=3)
+
+
+# --- the adaptive SDE method through sample() ------------------------------------------------------------------------
+
+
+def test_adaptive_through_sample_counts_nfe_and_forwards_options():
+    counting = Counting(gaussian_score(SDES["vp"]))
+    x, info = sample(SDES["vp"], counting, (64, 3), method="adaptive", rtol=0.1, generator=gen(), return_info=True)
+    assert torch.isfinite(x).all()
+    assert info.nfe == counting.calls and info.nfe % 2 == 1  # two calls per iteration + the denoising call
+    assert info.steps >= 64 and info.rejected >= 0
+    tighter = sample(
+        SDES["vp"],
+        Counting(gaussian_score(SDES["vp"])),
+        (64, 3),
+        method="adaptive",
+        rtol=0.02,
+        generator=gen(),
+        return_info=True,
+    )[1]
+    assert tighter.nfe > info.nfe
+
+
+def test_adaptive_options_are_checked():
+    score = gaussian_score(SDES["vp"])
+    with pytest.raises(ValueError, match="rtol"):
+        sample(SDES["vp"], score, (4, 2), method="adaptive", rtol=0.0)
+    with pytest.raises(TypeError, match="grid is not an option of method 'adaptive'"):
+        sample(SDES["vp"], score, (4, 2), method="adaptive", grid="uniform")
+    with pytest.raises(TypeError, match="method 'ancestral' takes no option"):
+        sample(SDES["vp"], score, (4, 2), method="ancestral", rtol=0.1)

@@ -5,6 +5,7 @@ Each family has a registry (:data:`PREDICTORS`, :data:`CORRECTORS`,
 every sampler in :mod:`sdekit.sampling`.
 """
 
+from sdekit.solvers import exponential as _exponential  # noqa: F401  (registers dpmpp_2m, dpmpp_3m, dpmpp_2m_sde)
 from sdekit.solvers.correctors import (
     CORRECTORS,
     AnnealedLangevin,

@@ -1,0 +1,91 @@
+"""Small helpers every adapter shares: argument checks, per-sample broadcasting, calling the network.
+
+Adapters use only sdekit's public API, so the few checks they need live here
+rather than being borrowed from sdekit's private modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from torch import Tensor
+
+import sdekit
+
+#: A network as adapters call it: ``model(x, label, **kwargs) -> Tensor`` with ``x``'s shape.
+Network = Callable[..., Any]
+
+
+def per_sample(coefficient: Tensor, like: Tensor) -> Tensor:
+    """View a ``(B,)`` (or ``(1,)``) coefficient as ``(B, 1, ..., 1)`` in ``like``'s dtype: any event shape."""
+    return coefficient.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def check_choice(name: str, value: object, choices: Iterable[object]) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise ``ValueError`` listing them."""
+    valid = list(choices)
+    if value not in valid or isinstance(value, bool):
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in valid)}; got {value!r}")
+    return value
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an int ≥ 1, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value}")
+    return value
+
+
+def check_network(name: str, model: object) -> Network:
+    """A network must be callable (an ``nn.Module`` or a function)."""
+    if not callable(model):
+        raise TypeError(f"{name} must be callable as {name}(x, label, **kwargs), got {type(model).__name__}")
+    return model
+
+
+def check_linear_sde(sde: object) -> sdekit.LinearSDE:
+    """Adapters need the Gaussian kernel α(t), σ(t) of a :class:`sdekit.LinearSDE` (VP, sub-VP, VE, discrete VP)."""
+    if not isinstance(sde, sdekit.LinearSDE):
+        raise TypeError(f"sde must be a sdekit.LinearSDE (VPSDE, VESDE, DiscreteVPSDE, ...), got {type(sde).__name__}")
+    return sde
+
+
+def check_model_kwargs(model_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Fixed conditioning passed to every network call (e.g. ``{"class_labels": y}``)."""
+    if model_kwargs is None:
+        return {}
+    if not isinstance(model_kwargs, Mapping):
+        raise TypeError(f"model_kwargs must be a mapping of keyword arguments, got {type(model_kwargs).__name__}")
+    return dict(model_kwargs)
+
+
+def check_inputs(x: object, t: object) -> Tensor:
+    """Validate ``score(x, t)``'s arguments and return ``t`` with shape ``(B,)``.
+
+    ``x`` is ``(B, *event)``; ``t`` is ``(B,)`` per-sample times, or ``(1,)`` for a time shared by the batch.
+    """
+    if not isinstance(x, Tensor) or x.ndim < 1:
+        raise TypeError(f"x must be a tensor of shape (B, *event), got {type(x).__name__}")
+    if not isinstance(t, Tensor) or t.ndim != 1 or t.shape[0] not in (1, x.shape[0]):
+        shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"t must be a 1-D tensor of per-sample times with shape ({x.shape[0]},), got {shape}")
+    return t.expand(x.shape[0])
+
+
+def call_network(name: str, model: Network, x: Tensor, label: Tensor, kwargs: Mapping[str, Any]) -> Tensor:
+    """``model(x, label, **kwargs)``, checked to return a tensor of ``x``'s shape.
+
+    A mismatch (a network predicting a learned variance too, a wrong channel count)
+    fails here with a message instead of as a broadcasting error deep in a solver.
+    """
+    out = model(x, label, **kwargs)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{name} must return a tensor, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(
+            f"{name} returned shape {tuple(out.shape)}; it must match its input x's shape {tuple(x.shape)}"
+        )
+    return out
