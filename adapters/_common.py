@@ -63,16 +63,18 @@ def check_model_kwargs(model_kwargs: Mapping[str, Any] | None) -> dict[str, Any]
 
 
 def check_inputs(x: object, t: object) -> Tensor:
-    """Validate ``score(x, t)``'s arguments and return ``t`` with shape ``(B,)``.
+    """Validate ``score(x, t)``'s arguments and return ``t`` as ``(B,)``, or ``(1,)`` when shared by the batch.
 
-    ``x`` is ``(B, *event)``; ``t`` is ``(B,)`` per-sample times, or ``(1,)`` for a time shared by the batch.
+    ``x`` is ``(B, *event)``; ``t`` is ``(B,)`` per-sample times or ``(1,)``. A ``(B,)`` tensor
+    expanded from one time (stride 0, as samplers on a fixed grid pass it) comes back as
+    ``(1,)``, so schedules are evaluated once per call rather than once per sample.
     """
     if not isinstance(x, Tensor) or x.ndim < 1:
         raise TypeError(f"x must be a tensor of shape (B, *event), got {type(x).__name__}")
     if not isinstance(t, Tensor) or t.ndim != 1 or t.shape[0] not in (1, x.shape[0]):
         shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
         raise ValueError(f"t must be a 1-D tensor of per-sample times with shape ({x.shape[0]},), got {shape}")
-    return t.expand(x.shape[0])
+    return t[:1] if t.stride(0) == 0 else t
 
 
 def call_network(name: str, model: Network, x: Tensor, label: Tensor, kwargs: Mapping[str, Any]) -> Tensor:

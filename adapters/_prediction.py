@@ -65,10 +65,11 @@ class PredictionScore(torch.nn.Module, abc.ABC):
         t = check_inputs(x, t)
         self.sde.check_time(t)
         labels, level = self.labels(t, x.dtype)
-        out = call_network(self.network_name, self.model, x, labels.to(x.device), {**self.model_kwargs, **kwargs})
+        labels = labels.to(x.device).expand(x.shape[0]).contiguous()
+        out = call_network(self.network_name, self.model, x, labels, {**self.model_kwargs, **kwargs})
         level = level.to(x.device)
         return self.convert(out, x, self.sde.mean_coeff(level), self.sde.std(level))
 
     @abc.abstractmethod
     def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-        """The score from the network output; ``alpha``, ``sigma`` are float64 ``(B,)`` at the network's level."""
+        """The score from the network output; ``alpha``, ``sigma`` are float64, ``(B,)`` or ``(1,)``, at its level."""

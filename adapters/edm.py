@@ -59,6 +59,6 @@ class DenoiserScore(torch.nn.Module):
         t64 = t.detach().to(device=x.device, dtype=torch.float64)
         alpha, sigma = self.sde.mean_coeff(t64), self.sde.std(t64)
         x_scaled = x * per_sample(1 / alpha, x)
-        sigma_edm = (sigma / alpha).to(x.dtype)
+        sigma_edm = (sigma / alpha).to(x.dtype).expand(x.shape[0]).contiguous()
         denoised = call_network("denoiser", self.denoiser, x_scaled, sigma_edm, {**self.model_kwargs, **kwargs})
         return score_from_x0(denoised, x, alpha, sigma)

@@ -117,9 +117,9 @@ class NCSNScore(torch.nn.Module):
         self.sde.check_time(t)
         if self.label == "index":
             index = self.nearest_level(t.to(x.device))
-            return self._evaluate(x, index, self.sigmas.to(x.device)[index], kwargs)
+            return self._evaluate(x, index.expand(x.shape[0]).contiguous(), self.sigmas.to(x.device)[index], kwargs)
         sigma = self.sde.std(t.detach().to(device=x.device, dtype=torch.float64))
-        return self._evaluate(x, sigma.to(x.dtype), sigma, kwargs)
+        return self._evaluate(x, sigma.to(x.dtype).expand(x.shape[0]).contiguous(), sigma, kwargs)
 
     def at_level(self, x: Tensor, index: int, **kwargs: Any) -> Tensor:
         """The score at level ``index`` (0-based, 0 = σ_1) exactly as the network was trained: no time mapping."""

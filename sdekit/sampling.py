@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torchsde
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from sdekit._checks import batch_view, check_nonnegative_int, check_open_interval, check_shape
 from sdekit.grids import check_grid, make_grid
-from sdekit.reverse import ScoreFn, probability_flow
+from sdekit.reverse import ScoreFn, probability_flow, reverse
 from sdekit.sde import SDE, LinearSDE, time_checks
 from sdekit.solvers import CORRECTORS, ODE_METHODS, PREDICTORS, SDE_STEPPERS, CountedScore
 from sdekit.solvers.adaptive_ode import TABLEAUS, solve_ivp_batched
@@ -33,12 +34,15 @@ from sdekit.solvers.adaptive_sde import adaptive_sde_sample
 __all__ = ["SampleInfo", "pc_sample", "sample", "ode_sample", "default_eps", "sde_methods", "ode_methods"]
 
 _SYNC_EVERY = 16
+#: torchsde's methods for Itô SDEs with diagonal noise, usable as ``sample(method="torchsde:<name>")``.
+TORCHSDE_METHODS = ("euler", "milstein", "srk")
 Callback = Callable[[dict[str, Any]], None]
 
 
 def sde_methods() -> list[str]:
     """``sample(method=...)`` names: every predictor but "none", and every registered SDE stepper."""
-    return sorted([name for name in PREDICTORS.names() if name != "none"] + SDE_STEPPERS.names() + ["adaptive"])
+    predictors = [name for name in PREDICTORS.names() if name != "none"]
+    return sorted(predictors + SDE_STEPPERS.names() + ["adaptive"] + [f"torchsde:{m}" for m in TORCHSDE_METHODS])
 
 
 @dataclass
@@ -310,6 +314,9 @@ def sample(
     :func:`sdekit.solvers.adaptive_sde.adaptive_sde_sample` (``rtol``, ``atol``,
     ``h_init``, ``safety``, ``exponent``, ``norm``, ``error_use_prev``, ``extrapolate``);
     its ``info.steps`` and ``info.rejected`` are per-sample steps summed over the batch.
+    ``method="torchsde:euler" | "torchsde:milstein" | "torchsde:srk"`` hands the reverse
+    SDE to ``torchsde.sdeint`` with dt = (T − eps)/steps (options ``adaptive``,
+    ``rtol``, ``atol`` for torchsde's step-size control).
     See :func:`pc_sample` for the other arguments.
     """
     if not isinstance(method, str) or method not in sde_methods():
@@ -331,6 +338,12 @@ def sample(
             **options,
         )
         return _finish(sde, setup, x, denoise, return_info, steps=stats.steps, rejected=stats.rejected)
+    if method.startswith("torchsde:"):
+        setup = _prepare(
+            sde, score, shape, steps=steps, grid=None, eps=eps, x_T=x_T, generator=generator, device=device, dtype=dtype
+        )
+        x = _torchsde_solve(sde, setup, method.removeprefix("torchsde:"), steps, generator, **options)
+        return _finish(sde, setup, x, denoise, return_info)
     if options:
         raise TypeError(f"method {method!r} takes no option(s) {', '.join(sorted(options))}")
     if method in SDE_STEPPERS:
@@ -368,6 +381,49 @@ def sample(
         callback=callback,
         return_info=return_info,
     )
+
+
+def _torchsde_solve(
+    sde: SDE,
+    setup: _Setup,
+    method: str,
+    steps: int,
+    generator: torch.Generator | None,
+    *,
+    adaptive: bool = False,
+    rtol: float = 1e-5,
+    atol: float = 1e-4,
+) -> Tensor:
+    """Solve the reverse SDE with ``torchsde.sdeint`` in reversed time s = T − t, on flattened states.
+
+    ``steps`` sets dt = (T − eps)/steps (the first step with ``adaptive=True``). The
+    Brownian motion is a ``torchsde.BrownianInterval`` seeded from ``generator``, so
+    results are reproducible from it; NFE counts the drift's score calls.
+    """
+    x = setup.x
+    length = sde.T - setup.eps
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device if generator else "cpu"))
+    flat = x.reshape(x.shape[0], -1)
+    ts = torch.tensor([0.0, length], dtype=x.dtype, device=x.device)
+    bm = torchsde.BrownianInterval(
+        t0=0.0,
+        t1=float(ts[-1]),  # the state dtype's rounding of T − eps, as sdeint sees it
+        size=flat.shape,
+        dtype=x.dtype,
+        device=x.device,
+        entropy=seed,
+        levy_area_approximation="space-time" if method == "srk" else "none",  # SRK needs the Lévy area
+    )
+    rsde = reverse(sde, setup.score, event_shape=tuple(x.shape[1:]))
+    with torch.no_grad(), time_checks(False):
+        path = torchsde.sdeint(
+            rsde, flat, ts, bm=bm, method=method, dt=length / steps, adaptive=adaptive, rtol=rtol, atol=atol
+        )
+    result = path[-1].reshape(x.shape)
+    guard = _FiniteGuard(setup.grid, x.device)
+    guard.observe(result, 0)
+    guard.check()
+    return result
 
 
 def ode_methods() -> list[str]:

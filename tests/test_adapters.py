@@ -145,6 +145,8 @@ def test_ddpm_labels_and_dtypes():
     cont(torch.zeros(2, 5), torch.tensor([1.0, 0.5]))
     assert labels[-1].dtype == torch.float32 and torch.allclose(labels[-1], torch.tensor([999.0, 499.5]))
     assert isinstance(score, torch.nn.Module)
+    score(torch.zeros(3, 5), torch.tensor([0.5]).expand(3))  # a shared time, as samplers pass it
+    assert labels[-1].tolist() == [499, 499, 499]
 
 
 # --- exactness: NCSN, x0, v, EDM -----------------------------------------------------------------------------------

@@ -209,7 +209,9 @@ def run(method: str, sde, steps: int, score=None, x_T=None, **kwargs):
         kwargs["shape"] = (6, 4)
     kwargs.update(steps=steps, grid="log_snr", x_T=x_T, return_info=True)
     if method == "dpmpp_2m_sde":
-        return sample(sde, score, method=method, generator=kwargs.pop("generator", torch.Generator().manual_seed(0)), **kwargs)
+        return sample(
+            sde, score, method=method, generator=kwargs.pop("generator", torch.Generator().manual_seed(0)), **kwargs
+        )
     return ode_sample(sde, score, method=method, generator=torch.Generator().manual_seed(0), **kwargs)
 
 

@@ -199,7 +199,9 @@ def test_bad_shape(shape):
 def test_unknown_method_lists_valid_ones():
     with pytest.raises(ValueError, match="method 'dopri9'; valid: adaptive, ancestral, dpmpp_2m_sde, euler_maruyama"):
         sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), method="dopri9")
-    with pytest.raises(ValueError, match="ODE method 'rk45'; valid: bosh3, dopri5, dpmpp_2m, dpmpp_3m, euler, heun, rk4"):
+    with pytest.raises(
+        ValueError, match="ODE method 'rk45'; valid: bosh3, dopri5, dpmpp_2m, dpmpp_3m, euler, heun, rk4"
+    ):
         ode_sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), method="rk45")
 
 
@@ -255,3 +257,23 @@ def test_adaptive_options_are_checked():
         sample(SDES["vp"], score, (4, 2), method="adaptive", grid="uniform")
     with pytest.raises(TypeError, match="method 'ancestral' takes no option"):
         sample(SDES["vp"], score, (4, 2), method="ancestral", rtol=0.1)
+
+
+# --- torchsde methods through sample() -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["torchsde:euler", "torchsde:milstein", "torchsde:srk"])
+def test_torchsde_methods_are_reproducible_and_count_nfe(method):
+    counting = Counting(gaussian_score(SDES["vp"]))
+    x, info = sample(SDES["vp"], counting, (32, 3), method=method, steps=8, generator=gen(5), return_info=True)
+    again = sample(SDES["vp"], gaussian_score(SDES["vp"]), (32, 3), method=method, steps=8, generator=gen(5))
+    assert torch.equal(x, again) and torch.isfinite(x).all()
+    assert info.nfe == counting.calls >= 9
+
+
+def test_torchsde_euler_matches_the_exact_marginal():
+    sde = SDES["vp"]
+    x = sample(sde, gaussian_score(sde), (4096, 2), method="torchsde:euler", steps=200, denoise=False, generator=gen())
+    alpha, std = float(sde.mean_coeff(torch.tensor([1e-3]).double())), float(sde.std(torch.tensor([1e-3]).double()))
+    assert abs(float(x.mean()) - 0.5 * alpha) < 0.03
+    assert abs(float(x.var()) / (0.25 * alpha**2 + std**2) - 1) < 0.08
