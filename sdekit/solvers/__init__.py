@@ -1,11 +1,13 @@
-"""Steppers: predictors and correctors for the reverse SDE, Runge–Kutta methods for the flow.
+"""Steppers and step-size control: predictors and correctors for the reverse SDE, Runge–Kutta
+and exponential (DPM-Solver++) methods for the flow, the adaptive SDE and ODE solvers.
 
-Each family has a registry (:data:`PREDICTORS`, :data:`CORRECTORS`,
-:data:`ODE_METHODS`); registering a class under a new name makes it available to
-every sampler in :mod:`sdekit.sampling`.
+Each fixed-grid family has a registry (:data:`PREDICTORS`, :data:`CORRECTORS`,
+:data:`ODE_METHODS`, :data:`SDE_STEPPERS`); registering a class under a new name makes it
+available to every sampler in :mod:`sdekit.sampling`.
 """
 
-from sdekit.solvers import exponential as _exponential  # noqa: F401  (registers dpmpp_2m, dpmpp_3m, dpmpp_2m_sde)
+from sdekit.solvers.adaptive_ode import OdeStats, solve_ivp_batched
+from sdekit.solvers.adaptive_sde import AdaptiveStats, adaptive_sde_sample
 from sdekit.solvers.correctors import (
     CORRECTORS,
     AnnealedLangevin,
@@ -14,6 +16,7 @@ from sdekit.solvers.correctors import (
     NoCorrector,
     PerSampleLangevin,
 )
+from sdekit.solvers.exponential import DPMSolverPP2M, DPMSolverPP3M, SDEDPMSolverPP2M
 from sdekit.solvers.ode import ODE_METHODS, RK4, Euler, ExplicitRungeKutta, Heun
 from sdekit.solvers.predictors import (
     PREDICTORS,
@@ -50,6 +53,13 @@ __all__ = [
     "Stepper",
     "ODEStepperFactory",
     "SDEStepperFactory",
+    "DPMSolverPP2M",
+    "DPMSolverPP3M",
+    "SDEDPMSolverPP2M",
+    "solve_ivp_batched",
+    "OdeStats",
+    "adaptive_sde_sample",
+    "AdaptiveStats",
     "CountedScore",
     "gaussian_like",
 ]
