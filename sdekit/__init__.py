@@ -7,6 +7,8 @@ See DESIGN §2 for the conventions every public function keeps.
 """
 
 from sdekit.grids import make_grid
+from sdekit.likelihood import LikelihoodInfo, bits_per_dim, log_likelihood, uniform_dequantize
+from sdekit.losses import ddpm_loss, dsm_loss, smld_loss
 from sdekit.reverse import ProbabilityFlow, ReverseSDE, ScoreFn, probability_flow, reverse
 from sdekit.sampling import SampleInfo, ode_sample, pc_sample, sample
 from sdekit.sde import (
@@ -43,5 +45,12 @@ __all__ = [
     "pc_sample",
     "sample",
     "ode_sample",
+    "LikelihoodInfo",
+    "log_likelihood",
+    "bits_per_dim",
+    "uniform_dequantize",
+    "dsm_loss",
+    "ddpm_loss",
+    "smld_loss",
     "__version__",
 ]

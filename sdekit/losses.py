@@ -1,0 +1,226 @@
+"""Training losses for score models: continuous denoising score matching, DDPM's ε-loss, SMLD's σ-loss.
+
+All three perturb clean data with the forward kernel, x_t = α(t) x₀ + σ(t) z, and regress
+the network onto the noise that was added. They share one convention:
+
+* each returns the **batch mean** of the per-sample losses, a scalar ready for
+  ``loss.backward()``; ``per_sample=True`` returns the (B,) vector instead (for
+  importance weights, logging per noise level, or Monte-Carlo error bars);
+* ``reduce`` is the reduction over the dimensions of one sample: ``"mean"`` (default,
+  scale-free across resolutions) or ``"sum"`` (the true squared norm; the SDE paper's
+  ``reduce_mean=False`` is ½ of our ``"sum"``);
+* every random draw (times, labels, noise) comes from ``generator``.
+
+:func:`dsm_loss` is DESIGN §7's continuous objective,
+
+    L(θ) = E_{t ~ U(eps, T)} E_{x₀, z} λ(t) ‖s_θ(x_t, t) + z/σ(t)‖²,
+
+with λ = σ² (``weighting="std2"``, the default: every noise level weighs about the same)
+or λ = g² (``"likelihood"``: the bound on the negative log-likelihood of Song et al. 2021,
+"Maximum Likelihood Training of Score-Based Diffusion Models"). Likelihood weighting puts
+most of its mass near t = 0 and is noisy with uniform t; ``importance_sampling=True``
+draws t ∝ g(t)²/σ(t)² instead (the same expectation, much lower variance).
+
+Even at the exact score the loss is not 0: E‖s(x_t) − ∇log p(x_t | x₀)‖² is the
+irreducible variance of the conditional score. For N(μ, cI) data in d dimensions it is
+d(1/σ² − 1/(α²c + σ²)) per t — docs/likelihood.md and the tests use it to check the loss.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from sdekit._checks import batch_view, check_choice, check_open_interval
+from sdekit.reverse import ScoreFn
+from sdekit.sde import SDE, DiscreteVPSDE, LinearSDE, time_checks
+
+__all__ = ["WEIGHTINGS", "REDUCTIONS", "dsm_loss", "ddpm_loss", "smld_loss", "likelihood_time_sampler"]
+
+WEIGHTINGS = ("std2", "likelihood")
+REDUCTIONS = ("mean", "sum")
+_IS_GRID = 4096  # points of the tabulated importance density (log-spaced in t)
+
+#: ``model(x, labels)`` with integer labels (B,): a DDPM ε-network or an NCSN score network.
+LabelledModel = Callable[[Tensor, Tensor], Tensor]
+
+
+def dsm_loss(
+    sde: SDE,
+    score: ScoreFn,
+    x0: Tensor,
+    *,
+    eps: float = 1e-5,
+    weighting: str = "std2",
+    reduce: str = "mean",
+    importance_sampling: bool = False,
+    generator: torch.Generator | None = None,
+    per_sample: bool = False,
+) -> Tensor:
+    """Continuous denoising score matching: batch mean of λ(t)‖s(x_t, t) + z/σ(t)‖², t ~ U(eps, T).
+
+    Args:
+        sde: the forward SDE (any SDE with a Gaussian ``marginal``).
+        score: ``score(x, t)``, x of shape (B, *event), t of shape (B,) in x's dtype.
+        x0: clean data, shape (B, *event).
+        eps: smallest time drawn, in (0, T). 1e-5 is the SDE paper's choice for training;
+            raise it (1e-3) if the loss is dominated by a few tiny-σ draws.
+        weighting: ``"std2"`` (λ = σ², the default) or ``"likelihood"`` (λ = g²).
+        reduce: ``"mean"`` or ``"sum"`` over the dimensions of a sample.
+        importance_sampling: draw t ∝ g²/σ² and reweight (likelihood weighting with a
+            :class:`~sdekit.sde.LinearSDE` only); same expectation, far lower variance.
+        generator: draws t and z.
+        per_sample: return the (B,) losses instead of their mean.
+
+    The residual is computed as σ·s + z (times the weight λ/σ²), which stays O(1) where
+    s + z/σ would cancel large terms at small σ.
+    """
+    weighting = check_choice("weighting", weighting, WEIGHTINGS)
+    reduce = check_choice("reduce", reduce, REDUCTIONS)
+    _check_data("x0", x0)
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
+    eps = check_open_interval("eps", eps, 0.0, sde.T)
+    if importance_sampling and (weighting != "likelihood" or not isinstance(sde, LinearSDE)):
+        raise ValueError("importance_sampling=True needs weighting='likelihood' and a LinearSDE")
+    batch = x0.shape[0]
+    if importance_sampling:
+        assert isinstance(sde, LinearSDE)
+        t, weight = likelihood_time_sampler(sde, eps).sample(batch, generator=generator, device=x0.device)
+    else:
+        t = eps + (sde.T - eps) * torch.rand(batch, generator=generator, device=x0.device, dtype=torch.float64)
+        weight = None
+    z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    times = t.to(x0.dtype)
+    with time_checks(False):
+        mean, std = sde.marginal(x0, times)
+        if weight is None:  # λ/σ²: 1, or g²/σ² for likelihood weighting
+            weight = torch.ones_like(t) if weighting == "std2" else (sde.diffusion(times).double() / std.double()) ** 2
+        residual = batch_view(std, x0) * score(mean + batch_view(std, x0) * z, times) + z
+    losses = weight.to(x0.dtype) * _reduce(residual.square(), reduce)
+    return losses if per_sample else losses.mean()
+
+
+class ImportanceTimes:
+    """Draws t on [eps, T] with density q(t) ∝ w(t) = g(t)²/σ(t)², and the weight w(t)/(q(t)(T − eps)).
+
+    The density is tabulated on a grid uniform in log t (it behaves like 1/t near 0 for
+    VP) and sampled by inverting its piecewise-linear CDF, so q is piecewise constant in
+    log t and the returned weights are exact for it: E_q[weight·L(t)] = E_{U(eps,T)}[w(t) L(t)]
+    for any L, with no bias from the tabulation.
+    """
+
+    def __init__(self, sde: LinearSDE, eps: float) -> None:
+        self.sde, self.eps = sde, eps
+        log_t = torch.linspace(math.log(eps), math.log(sde.T), _IS_GRID, dtype=torch.float64)
+        w = self._w(log_t.exp())
+        # ∫ w dt = ∫ w(t) t d(log t): trapezoids in log t
+        mass = 0.5 * (w[1:] * log_t[1:].exp() + w[:-1] * log_t[:-1].exp()) * log_t.diff()
+        self.log_t, self.cdf = log_t, torch.cat([torch.zeros(1, dtype=torch.float64), mass.cumsum(0)])
+        self.total = float(self.cdf[-1])
+
+    def _w(self, t: Tensor) -> Tensor:
+        return self.sde.diffusion_squared(t) / self.sde.std(t) ** 2
+
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(t, weight)``, both float64 of shape (n,) on ``device``."""
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=device).cpu() * self.total
+        i = torch.searchsorted(self.cdf, u, right=True).clamp(1, _IS_GRID - 1)
+        frac = (u - self.cdf[i - 1]) / (self.cdf[i] - self.cdf[i - 1])
+        log_t = torch.lerp(self.log_t[i - 1], self.log_t[i], frac)
+        t = log_t.exp().clamp(self.eps, self.sde.T)
+        density = (self.cdf[i] - self.cdf[i - 1]) / (self.log_t[i] - self.log_t[i - 1]) / t / self.total
+        weight = self._w(t) / (density * (self.sde.T - self.eps))
+        return t.to(device), weight.to(device)
+
+
+@functools.lru_cache(maxsize=16)
+def likelihood_time_sampler(sde: LinearSDE, eps: float) -> ImportanceTimes:
+    """The importance sampler of t for likelihood weighting, tabulated once per (sde, eps)."""
+    return ImportanceTimes(sde, eps)
+
+
+def ddpm_loss(
+    eps_model: LabelledModel,
+    schedule: DiscreteVPSDE | Tensor,
+    x0: Tensor,
+    *,
+    reduce: str = "mean",
+    generator: torch.Generator | None = None,
+    per_sample: bool = False,
+) -> Tensor:
+    """DDPM's simple loss (Ho et al. 2020): batch mean of ‖ε̂(√ᾱ_i x₀ + √(1−ᾱ_i) ε, i) − ε‖², i ~ U{0 … N−1}.
+
+    Args:
+        eps_model: ``eps_model(x, i)`` with 0-based integer timesteps i (B,) (long), as
+            DDPM code bases index them; index i is the level ᾱ_{i+1} (the (i+1)-th β step),
+            so a trained model plugs into :class:`~sdekit.sde.DiscreteVPSDE` samplers through
+            the ``ddpm`` adapter.
+        schedule: a :class:`~sdekit.sde.DiscreteVPSDE` or its β_1 … β_N (1-D tensor in (0, 1)).
+        x0: clean data (B, *event). reduce, generator, per_sample: as in :func:`dsm_loss`.
+    """
+    reduce = check_choice("reduce", reduce, REDUCTIONS)
+    _check_data("x0", x0)
+    if not isinstance(schedule, DiscreteVPSDE):
+        if not isinstance(schedule, Tensor):
+            raise TypeError(f"schedule must be a DiscreteVPSDE or a 1-D tensor of betas, got {type(schedule).__name__}")
+        schedule = DiscreteVPSDE.from_betas(schedule)
+    abar = schedule.alphas_cumprod.to(x0.device)
+    i = torch.randint(0, abar.numel(), (x0.shape[0],), generator=generator, device=x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x_t = batch_view(abar[i].sqrt(), x0) * x0 + batch_view((1 - abar[i]).sqrt(), x0) * noise
+    losses = _reduce((eps_model(x_t, i) - noise).square(), reduce)
+    return losses if per_sample else losses.mean()
+
+
+def smld_loss(
+    score_model: LabelledModel,
+    sigmas: Tensor | Sequence[float],
+    x0: Tensor,
+    *,
+    reduce: str = "mean",
+    generator: torch.Generator | None = None,
+    per_sample: bool = False,
+) -> Tensor:
+    """NCSN's loss (Song & Ermon 2019) with λ(σ) = σ²: batch mean of ‖σ_i s(x₀ + σ_i z, i) + z‖², i ~ U{0 … L−1}.
+
+    Args:
+        score_model: ``score_model(x, i)`` with integer noise-level indices i (B,) into ``sigmas``.
+        sigmas: the noise levels σ_0 … σ_{L−1} (any order; NCSN lists them decreasing), all > 0.
+        x0: clean data (B, *event). reduce, generator, per_sample: as in :func:`dsm_loss`
+            (the NCSN paper's ½ is not included: this is λ‖s + z/σ‖² like the other losses).
+    """
+    reduce = check_choice("reduce", reduce, REDUCTIONS)
+    _check_data("x0", x0)
+    levels = torch.as_tensor(sigmas, dtype=torch.float64)
+    if levels.ndim != 1 or levels.numel() < 1 or not bool((levels > 0).all() & levels.isfinite().all()):
+        raise ValueError(f"sigmas must be a non-empty 1-D sequence of finite numbers > 0, got {sigmas!r:.80}")
+    levels = levels.to(x0.device)
+    i = torch.randint(0, levels.numel(), (x0.shape[0],), generator=generator, device=x0.device)
+    z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    sigma = batch_view(levels[i], x0)
+    losses = _reduce((sigma * score_model(x0 + sigma * z, i) + z).square(), reduce)
+    return losses if per_sample else losses.mean()
+
+
+# --- helpers -------------------------------------------------------------------------------------------------------
+
+
+def _reduce(values: Tensor, how: str) -> Tensor:
+    flat = values.flatten(1)
+    return flat.mean(1) if how == "mean" else flat.sum(1)
+
+
+def _check_data(name: str, x: object) -> None:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point torch.Tensor of shape (B, *event), got {type(x).__name__}")
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (B, *event) with B >= 1, got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x.detach()).all()):
+        raise ValueError(f"{name} must be finite (it contains NaN or Inf)")
