@@ -1,26 +1,377 @@
-"""Command line: ``sdekit demo`` (also ``python -m sdekit``).
+"""Command line: ``sdekit sample | eval | info | demo`` (also ``python -m sdekit``).
 
-The demo samples the analytic 2-D, 8-mode Gaussian mixture of :mod:`sdekit.testing`
-under a VP SDE with its exact score, through several samplers, and prints each
-one's NFE, wall time and quality beside the finite-sample floor.
+``sdekit`` with no command runs the main job, ``sdekit sample`` with its defaults: 256
+digits from the embedded UNet with the adaptive SDE sampler into ``runs/digits``.
+
+    sdekit sample --model digits --method adaptive --num 256 --seed 0 --out runs/digits
+    torchrun --nproc-per-node 2 -m sdekit sample --num 4096 --out runs/big   # chunks round-robin over ranks
+    sdekit eval --run runs/digits                                            # FD-digits / mixture metrics
+    sdekit info                                                              # models, samplers, adapters
+
+``--model`` is a built-in name or ``module:callable``; the latter *imports and runs that
+code* (it must return ``(sde, score)``), so only name modules you trust. Runs are
+chunked, resumable and atomic (:mod:`sdekit.run`): rerunning a command finishes what is
+missing. User errors print one line and exit with status 2, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import json
+import re
+import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from sdekit import __version__
-from sdekit.sampling import SampleInfo, ode_sample, pc_sample, sample
+from sdekit._checks import check_choice
+from sdekit.sampling import SampleInfo, ode_methods, ode_sample, pc_sample, sample, sde_methods
 from sdekit.sde import VPSDE
 from sdekit.testing import GaussianMixture, evaluate
 
 Sampler = Callable[..., object]
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: CLI flags forwarded to the sampler when given (None = the sampler's default).
+SAMPLER_FLAGS: dict[str, tuple[type, str]] = {
+    "steps": (int, "number of steps of fixed-grid methods"),
+    "rtol": (float, "relative tolerance of adaptive methods"),
+    "atol": (float, "absolute tolerance of adaptive methods"),
+    "predictor": (str, "predictor of --method pc (e.g. reverse_diffusion, euler_maruyama, ancestral, none)"),
+    "corrector": (str, "corrector of --method pc (langevin, ald, none)"),
+    "snr": (float, "signal-to-noise ratio of the Langevin corrector (default 0.16)"),
+    "corrector_steps": (int, "corrector moves per step of --method pc"),
+    "eps": (float, "end time (default 1e-3 for VP, 1e-5 for VE)"),
+    "grid": (str, "time grid name (uniform, logsnr, karras, quadratic)"),
+    "backend": (str, "adaptive ODE backend (native, torchdiffeq, scipy)"),
+}
+
+
+class UserError(Exception):
+    """An error in what the user asked for: reported in one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdekit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"sdekit {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    _sample_parser(commands.add_parser("sample", help="sample a model into OUT (chunked, resumable)"))
+    eval_parser = commands.add_parser("eval", help="print quality figures of a finished run")
+    eval_parser.add_argument("--run", required=True, type=Path, help="the OUT folder of a sample run")
+    commands.add_parser("info", help="list models, samplers and adapters")
+    demo_parser = commands.add_parser("demo", help="sample the analytic 2-D mixture and print quality figures")
+    demo_parser.add_argument("--num", type=int, default=8192, help="number of samples (default 8192)")
+    demo_parser.add_argument("--steps", type=int, default=1000, help="steps of the SDE samplers (default 1000)")
+    demo_parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
+    return parser
+
+
+def _sample_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", default="digits", help="built-in model (see `sdekit info`) or module:callable (runs user code)"
+    )
+    p.add_argument(
+        "--method", default="adaptive", help="sampler: an SDE method, 'pc', or an ODE method (default adaptive)"
+    )
+    p.add_argument("-n", "--num", type=int, default=256, help="number of samples (default 256; -n under torchrun)")
+    p.add_argument("--seed", type=int, default=0, help="seed; chunk k uses a generator seeded by (seed, k)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<model>)")
+    p.add_argument("--chunk", type=int, default=256, help="samples per chunk (default 256); results depend on it")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="state dtype (default float32)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1); CPU bits depend on it")
+    p.add_argument("--shape", default=None, help="event shape of a module:callable model, e.g. 2 or 3,32,32")
+    p.add_argument("--weights", default=None, help="digits UNet weights: .safetensors, or .pt (weights_only=True)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the quality figures at the end")
+    for name, (kind, help_text) in SAMPLER_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None, help=help_text)
+    p.add_argument(
+        "--no-denoise", dest="denoise", action="store_false", default=None, help="skip the final Tweedie step"
+    )
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="any other sampler option")
+
+
+def _normalise(argv: Sequence[str]) -> list[str]:
+    """No command (or only options) means ``sample``: ``sdekit`` alone is the main job."""
+    argv = list(argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        return ["sample", *argv]
+    return argv
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _sampler(method: str) -> tuple[Sampler, dict[str, Any]]:
+    """The sampler function and fixed options that ``--method`` names."""
+    sde_names, ode_names = sde_methods(), ode_methods()
+    check_choice("method", method, ["pc", *sde_names, *ode_names])
+    if method == "pc":
+        return pc_sample, {}
+    if method in sde_names:
+        return sample, {"method": method}
+    return ode_sample, {"method": method}
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {name: getattr(args, name) for name in SAMPLER_FLAGS if getattr(args, name) is not None}
+    if args.denoise is not None:
+        options["denoise"] = args.denoise
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UserError(f"--option {item!r}: expected KEY=VALUE, e.g. --option max_steps=2000")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return options
+
+
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise UserError(f"--shape {text!r}: expected positive ints separated by commas, e.g. 2 or 3,32,32")
+    return shape
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise UserError(f"--device {name!r}: {error}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name!r}: CUDA is not available on this machine")
+    return name
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """``sdekit sample``: compute missing chunks (this rank's share), then merge, draw and evaluate on rank 0."""
+    from sdekit import distributed, run
+    from sdekit.models import get_model
+
+    if args.num < 1 or args.chunk < 1:
+        raise UserError(f"--num and --chunk must be >= 1, got --num {args.num} --chunk {args.chunk}")
+    if args.seed < 0 or args.threads < 1:
+        raise UserError(f"--seed must be >= 0 and --threads >= 1, got --seed {args.seed} --threads {args.threads}")
+    try:
+        sampler, fixed = _sampler(args.method)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    options = _options(args)
+    device = _device(args.device)
+    model = get_model(args.model, _shape(args.shape))
+    out = args.out or Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)
+    config = run.RunConfig(
+        model=args.model, method=args.method, num=args.num, chunk=args.chunk, seed=args.seed,
+        shape=list(model.event_shape), dtype=args.dtype, device=device.split(":")[0], options=options,
+        weights=args.weights, weights_sha256=model.weights_digest(args.weights), threads=args.threads,
+        sdekit_version=__version__,
+    )  # fmt: skip
+    torch.set_num_threads(args.threads)  # CPU reductions round differently with other thread counts
+    ctx = distributed.init(device)
+    try:
+        run.prepare_out(out, config, write=ctx.is_main)
+        distributed.barrier(ctx)
+        torch_device = distributed.device_for(ctx, device)
+        sde, score = model.build(torch_device, DTYPES[args.dtype], args.weights)
+        show = not args.quiet and ctx.is_main
+
+        def sample_chunk(k: int, n: int, generator: torch.Generator) -> Tensor:
+            x = sampler(sde, score, (n, *model.event_shape), generator=generator, device=torch_device,
+                        dtype=DTYPES[args.dtype], progress=show, **fixed, **options)  # fmt: skip
+            return cast(Tensor, x)
+
+        start = time.perf_counter()
+        _run_all(run, ctx, out, config, sample_chunk, torch_device, show)
+        distributed.barrier(ctx)
+        if ctx.is_main:
+            _finish(out, config, model, time.perf_counter() - start, args.evaluate)
+    finally:
+        distributed.shutdown(ctx)
+    return 0
+
+
+def _run_all(run: Any, ctx: Any, out: Path, config: Any, sample_chunk: Any, device: torch.device, show: bool) -> None:
+    from tqdm.auto import tqdm
+
+    from sdekit import distributed
+
+    mine = distributed.my_chunks(ctx, config.num_chunks)
+    bar = tqdm(total=len(mine), desc=f"chunks (rank {ctx.rank}/{ctx.world})", unit="chunk", disable=not show)
+
+    def warn(message: str) -> None:
+        print(f"sdekit: warning: {message}", file=sys.stderr, flush=True)
+
+    try:
+        run.run_chunks(out, config, sample_chunk, mine, device=device, warn=warn, on_chunk=lambda k, new: bar.update())
+    except (ValueError, TypeError) as error:  # sampler options rejected at the call
+        raise UserError(f"sampler {config.method!r} rejected the options {config.options}: {error}") from error
+    finally:
+        bar.close()
+
+
+def _finish(out: Path, config: Any, model: Any, seconds: float, quality: bool) -> None:
+    from sdekit import run
+
+    path = run.write_samples(out, config, lambda x: _storage(x, model.kind))
+    grid = _draw(out, config, model)
+    print(f"{config.num} samples of {config.model!r} with {config.method!r} in {seconds:.1f} s")
+    print(f"samples: {path}")
+    print(f"grid:    {grid}" if grid else "grid:    (no picture for this event shape)")
+    for line in _quality(out, config) if quality else []:
+        print(line)
+
+
+def _storage(x: Tensor, kind: str) -> np.ndarray:
+    if kind == "image":
+        from sdekit.models.digits import to_uint8
+
+        return to_uint8(x).numpy()
+    return x.float().numpy() if x.dtype in (torch.float16, torch.bfloat16) else x.numpy()
+
+
+def _first(out: Path, config: Any, count: int) -> Tensor:
+    from sdekit import run
+
+    parts, have = [], 0
+    for x in run.iter_chunks(out, config):
+        parts.append(x)
+        have += len(x)
+        if have >= count:
+            break
+    return torch.cat(parts)[:count]
+
+
+def _draw(out: Path, config: Any, model: Any) -> Path | None:
+    from sdekit import run
+    from sdekit.models import _plots
+
+    shape = tuple(config.shape)
+    path = out / run.GRID_FILE
+    if len(shape) == 3 and shape[0] in (1, 3):
+        x = _first(out, config, 256)
+        images = x if model.kind == "image" else x.float().clamp(-1, 1)
+        array = _storage(images, "image")
+        run.atomic_write(path, lambda tmp: _plots.image_grid(array, tmp))
+    elif shape == (2,):
+        points = _first(out, config, 4096).double().numpy()
+        log_density = _mixture().log_prob if config.model == "gmm2d" else None
+        title = f"{config.model}, {config.method}: {len(points)} samples"
+        run.atomic_write(path, lambda tmp: _plots.points_plot(points, tmp, log_density, title))
+    else:
+        return None
+    return path
+
+
+# --------------------------------------------------------------------------- eval, info
+
+
+def _mixture() -> GaussianMixture:
+    from sdekit.models import gmm2d
+
+    return gmm2d.mixture()
+
+
+def _quality(out: Path, config: Any) -> list[str]:
+    """Quality lines for a finished run: FD-digits for digits, mixture metrics for gmm2d."""
+    from sdekit import run
+
+    if config.model == "digits":
+        from sdekit.models import digits, fd
+
+        with np.load(out / run.SAMPLES_FILE) as data:
+            images = digits.from_uint8(torch.from_numpy(data["samples"]))
+        value, floor = fd.fd_digits(images), fd.real_halves_fd()
+        return [
+            f"FD-digits {value:.3f} (n={len(images)} vs the 1797 real digits); "
+            f"between two halves of the real data {floor:.3f} (ratio {value / floor:.2f})"
+        ]
+    if config.model == "gmm2d":
+        with np.load(out / run.SAMPLES_FILE) as data:
+            x = torch.from_numpy(data["samples"]).double()
+        return [str(evaluate(x, _mixture()))]
+    return []
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``sdekit eval --run OUT``: quality figures of a finished run."""
+    from sdekit import run
+
+    config_path = args.run / run.CONFIG_FILE
+    if not config_path.is_file() or not (args.run / run.SAMPLES_FILE).is_file():
+        raise UserError(f"{str(args.run)!r} is not a finished run (needs {run.CONFIG_FILE} and {run.SAMPLES_FILE})")
+    stored = json.loads(config_path.read_text())
+    config = run.RunConfig(**stored)
+    lines = _quality(args.run, config)
+    print(f"run {args.run}: {config.num} samples of {config.model!r} with {config.method!r} {config.options}")
+    for line in lines or ["no quality figures for a user model"]:
+        print(line)
+    return 0
+
+
+def _first_line(obj: object) -> str:
+    return ((getattr(obj, "__doc__", None) or "").strip().splitlines() or [""])[0]
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``sdekit info``: one line per model, sampler and adapter."""
+    import adapters
+    from sdekit.models import builtin_models
+    from sdekit.solvers import ODE_METHODS, PREDICTORS, SDE_STEPPERS
+
+    print(f"sdekit {__version__}\n\nmodels (--model; or module:callable, which runs user code):")
+    for model in builtin_models().values():
+        print(f"  {model.name:<22} {model.description}")
+    print("\nsamplers (--method):")
+    print(f"  {'pc':<22} predictor–corrector (--predictor, --corrector, --snr)")
+    for name in sde_methods():
+        print(f"  {name:<22} SDE: {_sde_line(name, PREDICTORS, SDE_STEPPERS)}")
+    for name in ode_methods():
+        text = _first_line(ODE_METHODS.get(name)) if name in ODE_METHODS else "adaptive embedded Runge–Kutta pair"
+        print(f"  {name:<22} ODE: {text}")
+    print("\nadapters (adapters.get(name)):")
+    for name in adapters.available():
+        print(f"  {name:<22} {_first_line(_adapter_module(name))}")
+    return 0
+
+
+def _sde_line(name: str, *registries: Any) -> str:
+    for registry in registries:
+        if name in registry:
+            return _first_line(registry.get(name))
+    if name == "adaptive":
+        return "adaptive Euler–Maruyama/Heun pair, Gotta Go Fast (--rtol, --atol)"
+    return f"torchsde's {name.split(':')[-1]} method (torchsde.sdeint)"
+
+
+def _adapter_module(name: str) -> object:
+    import importlib
+
+    try:
+        return importlib.import_module(f"adapters.{name}")
+    except ImportError:
+        return None
+
+
+# --------------------------------------------------------------------------- demo
 
 
 def _samplers(steps: int) -> dict[str, tuple[Sampler, dict[str, object]]]:
@@ -34,7 +385,7 @@ def _samplers(steps: int) -> dict[str, tuple[Sampler, dict[str, object]]]:
 
 def demo(num: int, steps: int, seed: int) -> None:
     """Sample the 2-D mixture with each sampler and print quality beside the floor."""
-    mixture = GaussianMixture.random(dim=2, modes=8, generator=torch.Generator().manual_seed(0))
+    mixture = _mixture()
     sde = VPSDE()
     score = mixture.score(sde)
     print(f"sdekit {__version__}: 2-D, 8-mode Gaussian mixture, VP SDE (beta 0.1..20), exact score, {num} samples")
@@ -48,16 +399,26 @@ def demo(num: int, steps: int, seed: int) -> None:
         print(f"{name:<40} NFE {info.nfe:>5}  {seconds:6.2f} s  {evaluate(x, mixture).row()}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sdekit", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command")
-    demo_parser = commands.add_parser("demo", help="sample the analytic 2-D mixture and print quality figures")
-    for p in (parser, demo_parser):
-        p.add_argument("--num", type=int, default=8192, help="number of samples (default 8192)")
-        p.add_argument("--steps", type=int, default=1000, help="steps of the SDE samplers (default 1000)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
-    args = parser.parse_args(argv)
+def cmd_demo(args: argparse.Namespace) -> int:
     if args.num < 1 or args.steps < 2:
-        parser.error("--num must be >= 1 and --steps >= 2")
+        raise UserError("--num must be >= 1 and --steps >= 2")
     demo(args.num, args.steps, args.seed)
     return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+COMMANDS = {"sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; user errors print ``sdekit: error: ...`` and return 2 (no traceback)."""
+    from sdekit.models import ModelError, WeightsError
+    from sdekit.run import RunError
+
+    args = _parser().parse_args(_normalise(sys.argv[1:] if argv is None else argv))
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, ModelError, WeightsError, RunError) as error:
+        print(f"sdekit: error: {error}", file=sys.stderr)
+        return 2

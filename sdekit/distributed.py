@@ -1,0 +1,65 @@
+"""torch.distributed helpers for ``torchrun --nproc-per-node N -m sdekit sample ...``.
+
+Ranks take chunks round-robin (chunk k goes to rank k mod N); every chunk is seeded by
+``(seed, k)`` alone, so the result is bit-identical to a one-process run. The backend is
+gloo on CPU and NCCL on GPU; each rank uses ``cuda:LOCAL_RANK`` when sampling on CUDA.
+Without torchrun's environment (``WORLD_SIZE`` unset or 1) everything runs in-process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["Context", "init", "my_chunks", "barrier", "shutdown"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """This process's ``rank`` among ``world`` processes, and its ``local_rank`` on the node."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device: str) -> Context:
+    """Join the process group that torchrun set up (gloo for CPU, NCCL for CUDA); a no-op for one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Context()
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def device_for(ctx: Context, device: str) -> torch.device:
+    """The device this rank samples on: ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun."""
+    if device == "cuda" and ctx.world > 1:
+        return torch.device("cuda", ctx.local_rank)
+    return torch.device(device)
+
+
+def my_chunks(ctx: Context, num_chunks: int) -> range:
+    """The chunks this rank computes: k = rank, rank + world, …"""
+    return range(ctx.rank, num_chunks, ctx.world)
+
+
+def barrier(ctx: Context) -> None:
+    """Wait for every rank (no-op for one process)."""
+    if ctx.world > 1:
+        dist.barrier()
+
+
+def shutdown(ctx: Context) -> None:
+    """Leave the process group (no-op for one process)."""
+    if ctx.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
