@@ -262,6 +262,19 @@ def test_ddpm_probability_flow_heun_reaches_the_floor(ddpm_on_oracle):
     assert report.at_floor(nll_tol=0.25), report.row()
 
 
+@pytest.mark.slow
+def test_ddpm_adaptive_sde_reaches_the_floor(ddpm_on_oracle):
+    """The same wrapped ε-model through the per-sample adaptive SDE solver at its default tolerances."""
+    mixture, sde, score = ddpm_on_oracle
+    start = time.perf_counter()
+    x, info = sdekit.sample(
+        sde, score, (NUM, 16), method="adaptive", generator=torch.Generator().manual_seed(1), return_info=True
+    )
+    report = evaluate(x, mixture)
+    print(f"ddpm adaptive: NFE {info.nfe}, {time.perf_counter() - start:.1f}s  {report.row()}")
+    assert report.at_floor(nll_tol=0.25), report.row()
+
+
 # --- the original NCSN sampler -------------------------------------------------------------------------------------
 
 
