@@ -28,7 +28,7 @@ from sdekit.grids import check_grid, make_grid
 from sdekit.reverse import ScoreFn, probability_flow, reverse
 from sdekit.sde import SDE, LinearSDE, time_checks
 from sdekit.solvers import CORRECTORS, ODE_METHODS, PREDICTORS, SDE_STEPPERS, CountedScore
-from sdekit.solvers.adaptive_ode import TABLEAUS, solve_ivp_batched
+from sdekit.solvers.adaptive_ode import TABLEAUS, OdeStats, solve_ivp_batched
 from sdekit.solvers.adaptive_sde import adaptive_sde_sample
 
 __all__ = ["SampleInfo", "pc_sample", "sample", "ode_sample", "default_eps", "sde_methods", "ode_methods"]
@@ -467,35 +467,41 @@ def ode_sample(
     states at those times, shape ``(len(t_eval), *x.shape)``, not denoised. The
     progress bar counts NFE; ``callback`` is for fixed-grid methods only.
     """
-    if not isinstance(method, str):
+    fixed_grid = isinstance(method, str) and method in ODE_METHODS and "backend" not in options
+    if not fixed_grid and not (method in TABLEAUS or options.get("backend", "native") != "native"):
         raise ValueError(f"unknown ODE method {method!r}; valid: {', '.join(ode_methods())}")
-    if method in ODE_METHODS and "backend" not in options:
-        if options:
-            raise TypeError(f"method {method!r} takes no option(s) {', '.join(sorted(options))}")
-        return _fixed_grid_ode(
-            sde,
-            score,
-            shape,
-            method,
-            steps,
-            eps,
-            grid,
-            denoise,
-            x_T,
-            generator,
-            device,
-            dtype,
-            progress,
-            callback,
-            return_info,
-        )
-    if method not in TABLEAUS and options.get("backend", "native") == "native":
-        raise ValueError(f"unknown ODE method {method!r}; valid: {', '.join(ode_methods())}")
-    if grid is not None or callback is not None:
+    if fixed_grid and options:
+        raise TypeError(f"method {method!r} takes no option(s) {', '.join(sorted(options))}")
+    if not fixed_grid and (grid is not None or callback is not None):
         raise TypeError(f"grid and callback are not options of the adaptive method {method!r}")
+    factory = ODE_METHODS.get(method) if fixed_grid else None
     setup = _prepare(
-        sde, score, shape, steps=1, grid=None, eps=eps, x_T=x_T, generator=generator, device=device, dtype=dtype
+        sde,
+        score,
+        shape,
+        steps=steps if fixed_grid else 1,
+        grid=_default_grid(factory, grid) if fixed_grid else None,
+        eps=eps,
+        x_T=x_T,
+        generator=generator,
+        device=device,
+        dtype=dtype,
     )
+    if factory is not None:
+        stepper = factory(sde, setup.score, setup.grid.to(setup.x.device))
+        return _finish(
+            sde, setup, _run_grid(stepper.step, setup, progress=progress, callback=callback), denoise, return_info
+        )
+    x, stats = _adaptive_flow(sde, setup, method, progress, options)
+    if options.get("t_eval") is not None:
+        return (x, _info(setup, stats.steps, stats.rejected)) if return_info else x
+    return _finish(sde, setup, x, denoise, return_info, steps=stats.steps, rejected=stats.rejected)
+
+
+def _adaptive_flow(
+    sde: SDE, setup: _Setup, method: str, progress: bool, options: dict[str, Any]
+) -> tuple[Tensor, OdeStats]:
+    """Integrate the flow from T to eps with :func:`solve_ivp_batched`, a tqdm bar counting NFE."""
     flow = probability_flow(sde, setup.score)
     with torch.no_grad(), tqdm(disable=not progress, desc="sampling", unit="NFE") as bar:
 
@@ -503,42 +509,4 @@ def ode_sample(
             bar.update(1)
             return flow.drift(y, t)
 
-        x, stats = solve_ivp_batched(velocity, setup.x, sde.T, setup.eps, method=method, **options)
-    if options.get("t_eval") is not None:
-        return (x, _info(setup, stats.steps, stats.rejected)) if return_info else x
-    return _finish(sde, setup, x, denoise, return_info, steps=stats.steps, rejected=stats.rejected)
-
-
-def _fixed_grid_ode(
-    sde: SDE,
-    score: ScoreFn,
-    shape: tuple[int, ...] | None,
-    method: str,
-    steps: int,
-    eps: float | None,
-    grid: str | Tensor | None,
-    denoise: bool,
-    x_T: Tensor | None,
-    generator: torch.Generator | None,
-    device: torch.device | str | None,
-    dtype: torch.dtype,
-    progress: bool,
-    callback: Callback | None,
-    return_info: bool,
-) -> Tensor | tuple[Tensor, SampleInfo]:
-    factory = ODE_METHODS.get(method)
-    setup = _prepare(
-        sde,
-        score,
-        shape,
-        steps=steps,
-        grid=_default_grid(factory, grid),
-        eps=eps,
-        x_T=x_T,
-        generator=generator,
-        device=device,
-        dtype=dtype,
-    )
-    stepper = factory(sde, setup.score, setup.grid.to(setup.x.device))
-    x = _run_grid(stepper.step, setup, progress=progress, callback=callback)
-    return _finish(sde, setup, x, denoise, return_info)
+        return solve_ivp_batched(velocity, setup.x, sde.T, setup.eps, method=method, **options)
