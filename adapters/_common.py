@@ -1,42 +1,21 @@
 """Small helpers every adapter shares: argument checks, per-sample broadcasting, calling the network.
 
-Adapters use only sdekit's public API, so the few checks they need live here
-rather than being borrowed from sdekit's private modules.
+Adapters use only sdekit's public API; the generic checks and the per-sample
+broadcasting come from :mod:`sdekit.checks`, the adapter-specific ones live here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor
 
 import sdekit
+from sdekit.checks import shared_time
 
 #: A network as adapters call it: ``model(x, label, **kwargs) -> Tensor`` with ``x``'s shape.
 Network = Callable[..., Any]
-
-
-def per_sample(coefficient: Tensor, like: Tensor) -> Tensor:
-    """View a ``(B,)`` (or ``(1,)``) coefficient as ``(B, 1, ..., 1)`` in ``like``'s dtype: any event shape."""
-    return coefficient.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
-
-
-def check_choice(name: str, value: object, choices: Iterable[object]) -> Any:
-    """Return ``value`` if it is one of ``choices``, else raise ``ValueError`` listing them."""
-    valid = list(choices)
-    if value not in valid or isinstance(value, bool):
-        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in valid)}; got {value!r}")
-    return value
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is an int ≥ 1, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value}")
-    return value
 
 
 def check_network(name: str, model: object) -> Network:
@@ -74,7 +53,7 @@ def check_inputs(x: object, t: object) -> Tensor:
     if not isinstance(t, Tensor) or t.ndim != 1 or t.shape[0] not in (1, x.shape[0]):
         shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
         raise ValueError(f"t must be a 1-D tensor of per-sample times with shape ({x.shape[0]},), got {shape}")
-    return t[:1] if t.stride(0) == 0 else t
+    return shared_time(t)
 
 
 def call_network(name: str, model: Network, x: Tensor, label: Tensor, kwargs: Mapping[str, Any]) -> Tensor:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from adapters._common import check_choice, check_positive_int
+from sdekit.checks import check_choice, check_positive_int
 
 __all__ = ["TIME_LABELS", "TimeLabels", "index_times"]
 

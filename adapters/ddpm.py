@@ -24,9 +24,10 @@ from typing import Any
 from torch import Tensor
 
 import sdekit
-from adapters._common import Network, per_sample
+from adapters._common import Network
 from adapters._labels import index_times
 from adapters._prediction import PredictionScore
+from sdekit.checks import batch_view
 
 __all__ = ["EpsilonScore", "from_betas", "from_alphas_cumprod", "index_times"]
 
@@ -57,7 +58,7 @@ class EpsilonScore(PredictionScore):
         super().__init__(eps_model, sde, time_label=time_label, num_timesteps=num_timesteps, model_kwargs=model_kwargs)
 
     def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-        return -out * per_sample(1 / sigma, x)
+        return -out * batch_view(1 / sigma, x)
 
 
 def from_alphas_cumprod(

@@ -22,12 +22,13 @@ import torch
 from torch import Tensor
 
 import sdekit
-from adapters._common import Network, check_choice, check_network
+from adapters._common import Network, check_network
 from adapters._labels import index_times
 from adapters._prediction import PredictionScore
 from adapters.ddpm import EpsilonScore
 from adapters.v import VelocityScore
 from adapters.x0 import DataScore
+from sdekit.checks import check_choice
 
 __all__ = ["PREDICTION_TYPES", "UNetNetwork", "from_unet", "timestep_grid"]
 

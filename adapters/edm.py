@@ -17,16 +17,9 @@ import torch
 from torch import Tensor
 
 import sdekit
-from adapters._common import (
-    Network,
-    call_network,
-    check_inputs,
-    check_linear_sde,
-    check_model_kwargs,
-    check_network,
-    per_sample,
-)
+from adapters._common import Network, call_network, check_inputs, check_linear_sde, check_model_kwargs, check_network
 from adapters.x0 import score_from_x0
+from sdekit.checks import batch_view
 
 __all__ = ["DenoiserScore"]
 
@@ -58,7 +51,7 @@ class DenoiserScore(torch.nn.Module):
         self.sde.check_time(t)
         t64 = t.detach().to(device=x.device, dtype=torch.float64)
         alpha, sigma = self.sde.mean_coeff(t64), self.sde.std(t64)
-        x_scaled = x * per_sample(1 / alpha, x)
+        x_scaled = x * batch_view(1 / alpha, x)
         sigma_edm = (sigma / alpha).to(x.dtype).expand(x.shape[0]).contiguous()
         denoised = call_network("denoiser", self.denoiser, x_scaled, sigma_edm, {**self.model_kwargs, **kwargs})
         return score_from_x0(denoised, x, alpha, sigma)

@@ -25,16 +25,8 @@ import torch
 from torch import Tensor
 
 import sdekit
-from adapters._common import (
-    Network,
-    call_network,
-    check_choice,
-    check_inputs,
-    check_model_kwargs,
-    check_network,
-    check_positive_int,
-    per_sample,
-)
+from adapters._common import Network, call_network, check_inputs, check_model_kwargs, check_network
+from sdekit.checks import batch_view, check_choice, check_positive_int
 
 __all__ = ["NCSNScore", "from_sigmas", "geometric_sigmas", "annealed_langevin_sample"]
 
@@ -129,7 +121,7 @@ class NCSNScore(torch.nn.Module):
 
     def _evaluate(self, x: Tensor, label: Tensor, sigma: Tensor, kwargs: Mapping[str, Any]) -> Tensor:
         out = call_network("model", self.model, x, label, {**self.model_kwargs, **kwargs})
-        return out if self.version == 1 else out * per_sample(1 / sigma, x)
+        return out if self.version == 1 else out * batch_view(1 / sigma, x)
 
 
 def from_sigmas(

@@ -13,8 +13,9 @@ from typing import Any
 from torch import Tensor
 
 import sdekit
-from adapters._common import Network, per_sample
+from adapters._common import Network
 from adapters._prediction import PredictionScore
+from sdekit.checks import batch_view
 
 __all__ = ["VelocityScore"]
 
@@ -45,4 +46,4 @@ class VelocityScore(PredictionScore):
 
     def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         scale = 1 / ((alpha**2 + sigma**2) * sigma)
-        return -(per_sample(alpha * scale, x) * out + per_sample(sigma * scale, x) * x)
+        return -(batch_view(alpha * scale, x) * out + batch_view(sigma * scale, x) * x)

@@ -16,8 +16,9 @@ from typing import Any
 from torch import Tensor
 
 import sdekit
-from adapters._common import Network, per_sample
+from adapters._common import Network
 from adapters._prediction import PredictionScore
+from sdekit.checks import batch_view
 
 __all__ = ["DataScore"]
 
@@ -54,4 +55,4 @@ class DataScore(PredictionScore):
 def score_from_x0(x0: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
     """(α x̂₀ − x)/σ² with float64 ``(B,)`` coefficients α/σ² and 1/σ² cast to ``x``'s dtype."""
     inv_var = 1 / sigma**2
-    return per_sample(alpha * inv_var, x) * x0 - per_sample(inv_var, x) * x
+    return batch_view(alpha * inv_var, x) * x0 - batch_view(inv_var, x) * x

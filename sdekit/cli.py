@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from sdekit import __version__
-from sdekit._checks import check_choice
+from sdekit.checks import check_choice
 from sdekit.sampling import SampleInfo, ode_methods, ode_sample, pc_sample, sample, sde_methods
 from sdekit.sde import VPSDE
 from sdekit.testing import GaussianMixture, evaluate

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from sdekit._checks import check_choice, check_positive, check_positive_int
+from sdekit.checks import check_choice, check_positive, check_positive_int
 from sdekit.sde import SDE, LinearSDE
 
 __all__ = ["uniform", "log_snr", "edm", "quadratic", "make_grid", "check_grid", "GRIDS"]

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sdekit._checks import batch_view, check_choice, check_open_interval, check_positive, check_positive_int
+from sdekit.checks import batch_view, check_choice, check_open_interval, check_positive, check_positive_int
 from sdekit.reverse import ScoreFn, probability_flow
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.adaptive_ode import OdeStats, solve_ivp_batched

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from sdekit._checks import batch_view, check_choice, check_open_interval
+from sdekit.checks import batch_view, check_choice, check_open_interval
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, DiscreteVPSDE, LinearSDE, time_checks
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from sdekit._checks import batch_view
+from sdekit.checks import batch_view
 from sdekit.sde import SDE, time_checks
 
 __all__ = ["ScoreFn", "ReverseSDE", "ProbabilityFlow", "reverse", "probability_flow", "diffusion_divergence"]

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sdekit._checks import check_nonnegative_int, check_positive_int
+from sdekit.checks import check_nonnegative_int, check_positive_int
 
 __all__ = [
     "RunConfig",

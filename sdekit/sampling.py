@@ -23,7 +23,7 @@ import torchsde
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sdekit._checks import batch_view, check_nonnegative_int, check_open_interval, check_shape
+from sdekit.checks import batch_view, check_nonnegative_int, check_open_interval, check_shape
 from sdekit.grids import check_grid, make_grid
 from sdekit.reverse import ScoreFn, probability_flow, reverse
 from sdekit.sde import SDE, LinearSDE, time_checks

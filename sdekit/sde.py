@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from sdekit._checks import batch_view, check_positive, check_shape, sum_event
+from sdekit.checks import batch_view, check_positive, check_shape, sum_event
 
 __all__ = [
     "SDE",

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sdekit._checks import check_positive, check_positive_int
+from sdekit.checks import check_positive, check_positive_int, shared_time
 from sdekit.sde import LinearSDE
 
 __all__ = [
@@ -460,8 +460,9 @@ class ExactScore:
     two matmuls and a few elementwise passes. float32 (and half) inputs are computed in
     float32 — relative error ~1e-6 against float64 for well-conditioned covariances —
     and float64 inputs in float64; pass float64 if covariance eigenvalues are tiny
-    (≲ 1e-4) and t ≈ 0. When every sample shares one time (checked cheaply on CPU),
-    the per-component variances are computed once per call, not once per sample.
+    (≲ 1e-4) and t ≈ 0. When every sample shares one time (``t`` expanded from one
+    value, as fixed-grid samplers pass it; see :func:`sdekit.checks.shared_time`), the
+    per-component variances are computed once per call, not once per sample.
     It is differentiable in ``x`` (e.g. for exact-trace divergence by autograd).
     """
 
@@ -496,7 +497,7 @@ class ExactScore:
         self.calls += 1
         flat = self.mixture._flatten("x", x)
         dtype = _F64 if x.dtype == _F64 else torch.float32
-        alpha, sigma = _schedule(self.sde, _shared_time(t, flat.shape[0]), flat.shape[0], x.device)
+        alpha, sigma = _schedule(self.sde, shared_time(t) if isinstance(t, Tensor) else t, flat.shape[0], x.device)
         params = self.mixture._layout(x.device, dtype)
         return _log_joint(flat.to(dtype), alpha, sigma, params)
 
@@ -547,13 +548,6 @@ def _schedule(
         raise ValueError(f"{name} must be a float or a tensor of shape ({batch},), got shape {tuple(times.shape)}")
     sde.check_time(times)
     return sde.mean_coeff(times), sde.std(times)
-
-
-def _shared_time(t: Tensor | float, batch: int) -> Tensor | float:
-    """Collapse a CPU time tensor whose entries are all equal to one entry (the common fixed-grid case)."""
-    if not (isinstance(t, Tensor) and t.device.type == "cpu" and t.shape == (batch,) and batch > 1):
-        return t
-    return t[:1] if bool((t == t[0]).all()) else t
 
 
 def _rows(coefficient: Tensor, rows: slice) -> Tensor:

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sdekit._checks import batch_view, check_nonnegative_int, check_open_interval, check_positive, check_positive_int
+from sdekit.checks import batch_view, check_nonnegative_int, check_open_interval, check_positive, check_positive_int
 from sdekit.losses import dsm_loss
 from sdekit.sde import LinearSDE
 

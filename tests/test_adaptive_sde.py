@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sdekit import SDE, VESDE, VPSDE, LinearSDE
-from sdekit._checks import batch_view
+from sdekit.checks import batch_view
 from sdekit.solvers import CountedScore
 from sdekit.solvers.adaptive_sde import AdaptiveStats, adaptive_sde_sample
 from sdekit.solvers.brownian import BrownianTree

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sdekit._checks import batch_view, check_choice, check_positive, check_positive_int
+from sdekit.checks import batch_view, check_choice, check_positive, check_positive_int
 from sdekit.sde import time_checks
 
 __all__ = [

@@ -62,7 +62,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sdekit._checks import batch_view, check_choice, check_open_interval, check_positive
+from sdekit.checks import batch_view, check_choice, check_open_interval, check_positive
 from sdekit.reverse import ReverseSDE, ScoreFn, reverse
 from sdekit.sde import SDE, time_checks
 from sdekit.solvers.brownian import BrownianTree

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from sdekit._checks import batch_view
+from sdekit.checks import batch_view
 
 __all__ = ["BrownianTree"]
 

@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from sdekit._checks import batch_view, check_positive, event_norm
+from sdekit.checks import batch_view, check_positive, event_norm
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.registry import Registry

@@ -32,7 +32,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from sdekit._checks import batch_view
+from sdekit.checks import batch_view
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.ode import ODE_METHODS

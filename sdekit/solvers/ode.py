@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from sdekit._checks import batch_view
+from sdekit.checks import batch_view
 from sdekit.reverse import ScoreFn, probability_flow
 from sdekit.sde import SDE
 from sdekit.solvers.registry import ODEStepperFactory, Registry

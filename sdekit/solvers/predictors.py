@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from sdekit._checks import batch_view
+from sdekit.checks import batch_view
 from sdekit.reverse import ScoreFn, reverse
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.registry import Registry, SDEStepperFactory

@@ -8,7 +8,7 @@ from typing import Generic, Protocol, TypeVar
 import torch
 from torch import Tensor
 
-from sdekit._checks import check_choice
+from sdekit.checks import check_choice
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE
 

@@ -1,14 +1,16 @@
-"""Argument validation and batch broadcasting shared by every layer.
+"""Argument validation and batch broadcasting shared by every layer of sdekit and by adapters.
 
 Each check raises at the call with a message that names the argument and the
 allowed range, so a user sees *what* to change rather than a shape error deep
-inside a solver.
+inside a solver. Public so that adapters (built-in or third-party) validate and
+broadcast the same way as the library.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -58,11 +60,11 @@ def check_shape(name: str, shape: object) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise listing the valid ones."""
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``choices`` (names or numbers), else raise listing the valid ones."""
     valid = sorted(choices)
-    if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    if isinstance(value, bool) or type(value) not in {type(c) for c in valid} or value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(str(c) for c in valid)}")
     return value
 
 
@@ -80,7 +82,17 @@ def batch_view(coefficient: Tensor, like: Tensor) -> Tensor:
     A coefficient of shape ``(1,)`` (a time shared by the whole batch, as on a fixed
     grid) broadcasts over the batch without being materialised B times.
     """
-    return coefficient.to(like.dtype).reshape(coefficient.shape[0], *([1] * (like.ndim - 1)))
+    return coefficient.to(device=like.device, dtype=like.dtype).reshape(coefficient.shape[0], *([1] * (like.ndim - 1)))
+
+
+def shared_time(t: Tensor) -> Tensor:
+    """``t[:1]`` when ``t`` is one time expanded over the batch (stride 0), else ``t`` itself.
+
+    Samplers on a fixed grid hand a score one time expanded to ``(B,)``; a score that
+    computes schedules from ``t`` can evaluate them once instead of B times. Reads only
+    the tensor's layout: no host synchronisation, no pass over the values.
+    """
+    return t[:1] if t.ndim == 1 and t.shape[0] > 1 and t.stride(0) == 0 else t
 
 
 def sum_event(x: Tensor) -> Tensor:
