@@ -172,8 +172,7 @@ def ddpm_loss(
             raise TypeError(f"schedule must be a DiscreteVPSDE or a 1-D tensor of betas, got {type(schedule).__name__}")
         schedule = DiscreteVPSDE.from_betas(schedule)
     abar = schedule.alphas_cumprod.to(x0.device)
-    i = torch.randint(0, abar.numel(), (x0.shape[0],), generator=generator, device=x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    i, noise = _level_and_noise(x0, abar.numel(), generator)
     x_t = batch_view(abar[i].sqrt(), x0) * x0 + batch_view((1 - abar[i]).sqrt(), x0) * noise
     losses = _reduce((eps_model(x_t, i) - noise).square(), reduce)
     return losses if per_sample else losses.mean()
@@ -202,14 +201,19 @@ def smld_loss(
     if levels.ndim != 1 or levels.numel() < 1 or not bool((levels > 0).all() & levels.isfinite().all()):
         raise ValueError(f"sigmas must be a non-empty 1-D sequence of finite numbers > 0, got {sigmas!r:.80}")
     levels = levels.to(x0.device)
-    i = torch.randint(0, levels.numel(), (x0.shape[0],), generator=generator, device=x0.device)
-    z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    i, z = _level_and_noise(x0, levels.numel(), generator)
     sigma = batch_view(levels[i], x0)
     losses = _reduce((sigma * score_model(x0 + sigma * z, i) + z).square(), reduce)
     return losses if per_sample else losses.mean()
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
+
+
+def _level_and_noise(x0: Tensor, levels: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """A uniform level index per sample, then standard normal noise like ``x0`` (in that draw order)."""
+    i = torch.randint(0, levels, (x0.shape[0],), generator=generator, device=x0.device)
+    return i, torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
 
 
 def _reduce(values: Tensor, how: str) -> Tensor:
