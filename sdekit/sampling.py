@@ -321,12 +321,51 @@ def sample(
     """
     if not isinstance(method, str) or method not in sde_methods():
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(sde_methods())}")
-    if method == "adaptive":
-        if grid is not None:
-            raise TypeError("grid is not an option of method 'adaptive': it chooses its own steps")
-        setup = _prepare(
-            sde, score, shape, steps=1, grid=None, eps=eps, x_T=x_T, generator=generator, device=device, dtype=dtype
+    factory = SDE_STEPPERS.get(method) if method in SDE_STEPPERS else None
+    fixed_grid = factory is not None or method in PREDICTORS
+    if fixed_grid and options:
+        raise TypeError(f"method {method!r} takes no option(s) {', '.join(sorted(options))}")
+    if not fixed_grid and grid is not None:
+        raise TypeError(f"grid is not an option of method {method!r}: it chooses its own steps")
+    if method.startswith("torchsde:") and callback is not None:
+        raise TypeError(f"callback is not an option of method {method!r}: torchsde runs the steps")
+    if method in PREDICTORS:
+        return pc_sample(
+            sde,
+            score,
+            shape,
+            steps=steps,
+            predictor=method,
+            corrector="none",
+            eps=eps,
+            grid=grid,
+            denoise=denoise,
+            x_T=x_T,
+            generator=generator,
+            device=device,
+            dtype=dtype,
+            progress=progress,
+            callback=callback,
+            return_info=return_info,
         )
+    setup = _prepare(
+        sde,
+        score,
+        shape,
+        steps=1 if method == "adaptive" else steps,
+        grid=_default_grid(factory, grid) if factory is not None else None,
+        eps=eps,
+        x_T=x_T,
+        generator=generator,
+        device=device,
+        dtype=dtype,
+    )
+    if factory is not None:
+        stepper = factory(sde, setup.score, setup.grid.to(setup.x.device), generator)
+        return _finish(
+            sde, setup, _run_grid(stepper.step, setup, progress=progress, callback=callback), denoise, return_info
+        )
+    if method == "adaptive":
         x, stats = adaptive_sde_sample(
             sde,
             setup.score,
@@ -338,49 +377,8 @@ def sample(
             **options,
         )
         return _finish(sde, setup, x, denoise, return_info, steps=stats.steps, rejected=stats.rejected)
-    if method.startswith("torchsde:"):
-        setup = _prepare(
-            sde, score, shape, steps=steps, grid=None, eps=eps, x_T=x_T, generator=generator, device=device, dtype=dtype
-        )
-        x = _torchsde_solve(sde, setup, method.removeprefix("torchsde:"), steps, generator, **options)
-        return _finish(sde, setup, x, denoise, return_info)
-    if options:
-        raise TypeError(f"method {method!r} takes no option(s) {', '.join(sorted(options))}")
-    if method in SDE_STEPPERS:
-        factory = SDE_STEPPERS.get(method)
-        setup = _prepare(
-            sde,
-            score,
-            shape,
-            steps=steps,
-            grid=_default_grid(factory, grid),
-            eps=eps,
-            x_T=x_T,
-            generator=generator,
-            device=device,
-            dtype=dtype,
-        )
-        stepper = factory(sde, setup.score, setup.grid.to(setup.x.device), generator)
-        x = _run_grid(stepper.step, setup, progress=progress, callback=callback)
-        return _finish(sde, setup, x, denoise, return_info)
-    return pc_sample(
-        sde,
-        score,
-        shape,
-        steps=steps,
-        predictor=method,
-        corrector="none",
-        eps=eps,
-        grid=grid,
-        denoise=denoise,
-        x_T=x_T,
-        generator=generator,
-        device=device,
-        dtype=dtype,
-        progress=progress,
-        callback=callback,
-        return_info=return_info,
-    )
+    x = _torchsde_solve(sde, setup, method.removeprefix("torchsde:"), steps, generator, **options)
+    return _finish(sde, setup, x, denoise, return_info)
 
 
 def _torchsde_solve(

@@ -255,6 +255,10 @@ def test_adaptive_options_are_checked():
         sample(SDES["vp"], score, (4, 2), method="adaptive", rtol=0.0)
     with pytest.raises(TypeError, match="grid is not an option of method 'adaptive'"):
         sample(SDES["vp"], score, (4, 2), method="adaptive", grid="uniform")
+    with pytest.raises(TypeError, match="grid is not an option of method 'torchsde:euler'"):
+        sample(SDES["vp"], score, (4, 2), method="torchsde:euler", grid="uniform")
+    with pytest.raises(TypeError, match="callback is not an option of method 'torchsde:euler'"):
+        sample(SDES["vp"], score, (4, 2), method="torchsde:euler", callback=print)
     with pytest.raises(TypeError, match="method 'ancestral' takes no option"):
         sample(SDES["vp"], score, (4, 2), method="ancestral", rtol=0.1)
 
