@@ -37,14 +37,11 @@ Peers, skipped when not importable, on the same oracle, x_prior and NFE:
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import importlib.util
 import math
 import re
-import sys
 import time
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,6 +52,8 @@ from torch import Tensor
 from sdekit import VESDE, VPSDE, LinearSDE, make_grid, ode_sample, pc_sample, sample
 from sdekit.sampling import default_eps, sde_methods
 from sdekit.testing import GaussianMixture, evaluate
+
+from _peers import k_diffusion_sampling
 
 NLL_TOL = 0.25  # nats: "floor level" of the solvers issue (tighter than QualityReport's default 0.5)
 TITLE = "Quality against NFE ({sde})"
@@ -202,41 +201,6 @@ def _diffusers(nfe: int, spacing: str) -> Runner:
 # --- k-diffusion -------------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _k_sampling() -> tuple[types.ModuleType | None, str]:
-    """k_diffusion.sampling, imported normally or by file path; (None, reason) when impossible."""
-    try:
-        import k_diffusion.sampling as module
-
-        return module, "package import"
-    except ImportError as error:
-        package_error = f"{type(error).__name__}: {error}"
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None or not spec.submodule_search_locations:
-        return None, "k-diffusion is not installed (pip install --no-deps k-diffusion)"
-    name = "_sdekit_bench_k_diffusion"
-    package = types.ModuleType(name)
-    package.__path__ = list(spec.submodule_search_locations)
-    utils = types.ModuleType(f"{name}.utils")
-
-    def append_dims(x: Tensor, target_dims: int) -> Tensor:
-        return x[(...,) + (None,) * (target_dims - x.ndim)]
-
-    utils.append_dims = append_dims  # the only k_diffusion.utils function sampling.py uses
-    package.utils = utils
-    sys.modules[name], sys.modules[f"{name}.utils"] = package, utils
-    path = f"{package.__path__[0]}/sampling.py"
-    loader_spec = importlib.util.spec_from_file_location(f"{name}.sampling", path)
-    assert loader_spec is not None and loader_spec.loader is not None
-    module = importlib.util.module_from_spec(loader_spec)
-    sys.modules[loader_spec.name] = module
-    try:
-        loader_spec.loader.exec_module(module)
-    except Exception as error:
-        return None, f"k_diffusion.sampling failed to load by path ({error}); package import: {package_error}"
-    return module, f"sampling.py by file path (package import: {package_error})"
-
-
 class _Denoiser:
     """k-diffusion's model contract D(x, σ) in the VE frame, from sdekit's exact score; counts calls."""
 
@@ -261,7 +225,7 @@ def _k_diffusion(
     sampler: str, nfe: int = 0, schedule: str = "karras", rtol: float = 0.05, atol: float = 0.0078
 ) -> Runner:
     def run(p: Problem) -> tuple[Tensor, int]:
-        k, why = _k_sampling()
+        k, why = k_diffusion_sampling()
         if k is None:
             pytest.skip(why)
         model = _Denoiser(p)

@@ -1,11 +1,10 @@
 """User-facing samplers: ``pc_sample``, ``sample`` (SDE methods) and ``ode_sample`` (probability flow).
 
 All share one loop over a fixed time grid (:func:`_run_grid`) that provides the
-conventions of DESIGN §2: per-sample times, ``generator`` for every draw, a true
-score-call count in ``info.nfe``, a tqdm bar, a per-step ``callback`` and a check
-for non-finite states that names the step and time. The check costs no host
-synchronisation per step: the index of the first bad step is kept on the device
-and read back every ``_SYNC_EVERY`` steps and at the end.
+conventions of DESIGN §2: ``generator`` for every draw, a true score-call count in
+``info.nfe``, a tqdm bar, a per-step ``callback`` and a check for non-finite states
+that names the step and time. The check costs no host synchronisation in the loop:
+the index of the first bad step is kept on the device and read back once, at the end.
 
 Choosing a sampler, briefly: ``sample(method="ancestral")`` or ``pc_sample`` with
 1000 steps reproduce the SDE paper; ``ode_sample(method="heun")`` gives
@@ -33,7 +32,6 @@ from sdekit.solvers.adaptive_sde import adaptive_sde_sample
 
 __all__ = ["SampleInfo", "pc_sample", "sample", "ode_sample", "default_eps", "sde_methods", "ode_methods"]
 
-_SYNC_EVERY = 16
 #: torchsde's methods for Itô SDEs with diagonal noise, usable as ``sample(method="torchsde:<name>")``.
 TORCHSDE_METHODS = ("euler", "milstein", "srk")
 Callback = Callable[[dict[str, Any]], None]
@@ -168,7 +166,7 @@ class _FiniteGuard:
         )
 
 
-Step = Callable[[Tensor, Tensor, Tensor], Tensor]
+Step = Callable[[Tensor, int], Tensor]
 
 
 def _run_grid(
@@ -178,21 +176,20 @@ def _run_grid(
     progress: bool,
     callback: Callback | None,
 ) -> Tensor:
-    """Apply ``step(x, t, t_next)`` along the grid with per-sample times, bar, callback and finite check."""
+    """Apply ``step(x, i)`` (grid[i] → grid[i + 1]) along the grid, with bar, callback and finite check.
+
+    Nothing in the loop waits for the device: the finite check records the first bad step
+    on the device and is read once, after the last step.
+    """
     x = setup.x
-    grid_device = setup.grid.to(x.device)
+    times = setup.grid.tolist()
     guard = _FiniteGuard(setup.grid, x.device)
-    last = len(setup.grid) - 1
     with torch.no_grad(), time_checks(False):
-        for i in tqdm(range(last), disable=not progress, desc="sampling", unit="step"):
-            # Shape (1,): coefficients are computed once and broadcast; the score sees (B,).
-            t, t_next = grid_device[i : i + 1], grid_device[i + 1 : i + 2]
-            x = step(x, t, t_next)
+        for i in tqdm(range(len(times) - 1), disable=not progress, desc="sampling", unit="step"):
+            x = step(x, i)
             guard.observe(x, i)
             if callback is not None:
-                callback({"x": x, "i": i, "t": float(setup.grid[i]), "t_next": float(setup.grid[i + 1])})
-            if (i + 1) % _SYNC_EVERY == 0:
-                guard.check()
+                callback({"x": x, "i": i, "t": times[i], "t_next": times[i + 1]})
     guard.check()
     return x
 
@@ -273,13 +270,14 @@ def pc_sample(
     setup = _prepare(
         sde, score, shape, steps=steps, grid=grid, eps=eps, x_T=x_T, generator=generator, device=device, dtype=dtype
     )
-    predict = predictor_cls(sde, setup.score)
-    correct = corrector_cls(sde, setup.score, snr=snr)
+    grid_on_device = setup.grid.to(setup.x.device)
+    predict = predictor_cls(sde, setup.score, grid_on_device, generator)
+    correct = corrector_cls(sde, setup.score, grid_on_device, generator, snr=snr)
 
-    def step(x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
-        x = predict.step(x, t, t_next, generator)
+    def step(x: Tensor, i: int) -> Tensor:
+        x = predict.step(x, i)
         for _ in range(corrector_steps):
-            x = correct.step(x, t_next, t, generator)
+            x = correct.step(x, i)
         return x
 
     x = _run_grid(step, setup, progress=progress, callback=callback)
@@ -486,7 +484,7 @@ def ode_sample(
         dtype=dtype,
     )
     if factory is not None:
-        stepper = factory(sde, setup.score, setup.grid.to(setup.x.device))
+        stepper = factory(sde, setup.score, setup.grid.to(setup.x.device), generator)
         return _finish(
             sde, setup, _run_grid(stepper.step, setup, progress=progress, callback=callback), denoise, return_info
         )

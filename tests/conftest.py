@@ -11,6 +11,7 @@ import torch
 from hypothesis import strategies as st
 
 from sdekit.sde import (
+    SDE,
     VESDE,
     VPSDE,
     DiscreteVPSDE,
@@ -111,3 +112,28 @@ def times_like(draw: st.DrawFn, batch: int, low: float = 0.0, high: float = 1.0,
     """Per-sample times of shape (batch,) in [low, high], endpoints included sometimes."""
     values = draw(st.lists(st.floats(low, high), min_size=batch, max_size=batch))
     return torch.tensor(values, dtype=dtype)
+
+
+class GenericVP(SDE):
+    """A VP SDE seen through the generic SDE interface: no LinearSDE shortcuts, same mathematics."""
+
+    def __init__(self) -> None:
+        self.inner = VPSDE()
+
+    def drift(self, x, t):
+        return self.inner.drift(x, t)
+
+    def diffusion(self, t, x=None):
+        return self.inner.diffusion(t, x)
+
+    def marginal(self, x0, t):
+        return self.inner.marginal(x0, t)
+
+    def discretize(self, x, t, t_next):
+        return self.inner.discretize(x, t, t_next)
+
+    def prior_sample(self, shape, *, generator=None, device=None, dtype=torch.float32):
+        return self.inner.prior_sample(shape, generator=generator, device=device, dtype=dtype)
+
+    def prior_logp(self, z):
+        return self.inner.prior_logp(z)

@@ -75,7 +75,7 @@ def test_2m_is_the_papers_formula_and_k_diffusions_dpmpp_2m_in_sigma_space():
     x_T = gauss.sample(8, sde=sde, t=1.0, generator=torch.Generator().manual_seed(0), dtype=F64)
     stepper, x = DPMSolverPP2M(sde, score, grid, lower_order_final=False), x_T
     for i in range(7):
-        x = stepper.step(x, grid[i : i + 1], grid[i + 1 : i + 2])
+        x = stepper.step(x, i)
     sigmas, reference, old = sde.std(grid), x_T, None
     for i in range(7):  # k-diffusion's loop, with t = −log σ
         denoised = reference + sigmas[i] ** 2 * score(reference, grid[i : i + 1].expand(8))
@@ -244,18 +244,6 @@ def test_sde_variant_is_reproducible_from_the_generator():
     other, _ = run("dpmpp_2m_sde", sde, 12, generator=torch.Generator().manual_seed(8))
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
-
-
-def test_per_sample_times_give_the_shared_time_result():
-    """Times of shape (B,) (the protocol allows them) step exactly like a shared time of shape (1,)."""
-    sde, grid = VPSDE(), make_grid("log_snr", VPSDE(), 6, 1e-3)
-    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(4), dtype=F64)
-    shared, per_sample = DPMSolverPP3M(sde, SMALL.score(sde), grid), DPMSolverPP3M(sde, SMALL.score(sde), grid)
-    y = z = x
-    for i in range(6):
-        y = shared.step(y, grid[i : i + 1], grid[i + 1 : i + 2])
-        z = per_sample.step(z, grid[i : i + 1].expand(3), grid[i + 1 : i + 2].expand(3))
-    torch.testing.assert_close(y, z, rtol=1e-13, atol=1e-13)
 
 
 def test_needs_a_linear_sde():

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from sdekit.likelihood import DIVERGENCES, bits_per_dim, log_likelihood, uniform_dequantize
-from sdekit.sde import SDE, VESDE, VPSDE, SubVPSDE
+from sdekit.sde import VESDE, VPSDE, SubVPSDE
 from sdekit.testing import Gaussian, GaussianMixture
+
+from conftest import GenericVP
 
 LN2 = math.log(2)
 
@@ -98,28 +100,6 @@ def test_backends_agree(backend):
     torch.testing.assert_close(other, native, atol=2e-3, rtol=0)
 
 
-class _Wrapped(SDE):
-    """A VP SDE seen through the generic SDE interface (no LinearSDE shortcuts)."""
-
-    def __init__(self) -> None:
-        self.inner = VPSDE()
-
-    def drift(self, x, t):
-        return self.inner.drift(x, t)
-
-    def diffusion(self, t, x=None):
-        return self.inner.diffusion(t, x)
-
-    def marginal(self, x0, t):
-        return self.inner.marginal(x0, t)
-
-    def prior_sample(self, shape, *, generator=None, device=None, dtype=torch.float32):
-        return self.inner.prior_sample(shape, generator=generator, device=device, dtype=dtype)
-
-    def prior_logp(self, z):
-        return self.inner.prior_logp(z)
-
-
 def test_generic_sde_and_module_score_and_event_shapes():
     """A non-linear-SDE path (autograd through the whole drift), an nn.Module score, a (B, 1, 2, 2) event."""
     data = Gaussian(torch.zeros(4), 0.8 * torch.eye(4), event_shape=(1, 2, 2))
@@ -135,7 +115,7 @@ def test_generic_sde_and_module_score_and_event_shapes():
 
     x = data.sample(8, generator=torch.Generator().manual_seed(0))
     linear = log_likelihood(VPSDE(), Module(), x, divergence="exact")
-    generic = log_likelihood(_Wrapped(), Module(), x, divergence="exact")
+    generic = log_likelihood(GenericVP(), Module(), x, divergence="exact")
     torch.testing.assert_close(generic, linear, atol=1e-3, rtol=0)
     torch.testing.assert_close(linear.double(), data.log_prob(x).double(), atol=0.02, rtol=0)
 

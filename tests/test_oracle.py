@@ -12,7 +12,6 @@ import pickle
 
 import pytest
 import torch
-from conftest import linear_sdes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -30,6 +29,8 @@ from sdekit.testing import (
     nll_gap,
     sliced_wasserstein,
 )
+
+from conftest import linear_sdes
 
 SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE()}
 N_EVAL = 16384

@@ -14,13 +14,14 @@ import pytest
 import torch
 import torchdiffeq
 import torchsde
-from conftest import EVENT_SHAPES, dtypes, linear_sdes, states, subvp_sdes, times_like, ve_sdes, vp_sdes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
 from sdekit.reverse import ProbabilityFlow, ReverseSDE, diffusion_divergence, probability_flow, reverse
 from sdekit.sde import SDE, VESDE, VPSDE, DiscreteVPSDE, LinearSDE, SubVPSDE, cosine_alphas_cumprod, linear_betas
+
+from conftest import EVENT_SHAPES, dtypes, linear_sdes, states, subvp_sdes, times_like, ve_sdes, vp_sdes
 
 F64 = torch.float64
 

@@ -15,20 +15,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import (
-    DTYPES,
-    EVENT_SHAPES,
-    beta_ranges,
-    discrete_vp_sdes,
-    dtypes,
-    linear_sdes,
-    sigma_ranges,
-    states,
-    subvp_sdes,
-    times_like,
-    ve_sdes,
-    vp_sdes,
-)
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import integrate
@@ -43,6 +29,21 @@ from sdekit.sde import (
     cosine_alphas_cumprod,
     linear_betas,
     time_checks,
+)
+
+from conftest import (
+    DTYPES,
+    EVENT_SHAPES,
+    beta_ranges,
+    discrete_vp_sdes,
+    dtypes,
+    linear_sdes,
+    sigma_ranges,
+    states,
+    subvp_sdes,
+    times_like,
+    ve_sdes,
+    vp_sdes,
 )
 
 F64 = torch.float64

@@ -17,6 +17,7 @@ from sdekit.solvers.correctors import (
     PerSampleLangevin,
 )
 from sdekit.solvers.exponential import DPMSolverPP2M, DPMSolverPP3M, SDEDPMSolverPP2M
+from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
 from sdekit.solvers.ode import ODE_METHODS, RK4, Euler, ExplicitRungeKutta, Heun
 from sdekit.solvers.predictors import (
     PREDICTORS,
@@ -27,7 +28,7 @@ from sdekit.solvers.predictors import (
     Predictor,
     ReverseDiffusion,
 )
-from sdekit.solvers.registry import ODEStepperFactory, Registry, SDEStepperFactory, Stepper
+from sdekit.solvers.registry import Registry, Stepper, StepperFactory
 from sdekit.solvers.score_calls import CountedScore, gaussian_like
 
 __all__ = [
@@ -51,8 +52,9 @@ __all__ = [
     "RK4",
     "Registry",
     "Stepper",
-    "ODEStepperFactory",
-    "SDEStepperFactory",
+    "StepperFactory",
+    "GridStepper",
+    "weighted_sum",
     "DPMSolverPP2M",
     "DPMSolverPP3M",
     "SDEDPMSolverPP2M",

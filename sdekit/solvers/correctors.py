@@ -1,8 +1,9 @@
-"""Correctors: Langevin MCMC at a fixed time t, run after each predictor step (DESIGN §5).
+"""Correctors: Langevin MCMC at a fixed time, run after each predictor step (DESIGN §5).
 
-``step(x, t, t_prev, generator)`` moves ``x`` towards p_t; ``t_prev`` is the time
-the predictor came from, used for VP's step-size factor a = ᾱ(t_prev)/ᾱ(t) (the
-DDPM α of the step; 1 for VE).
+A corrector is built for one run over one grid; ``step(x, i)`` moves ``x`` towards
+p_t at t = t_{i+1}, the time the predictor of step i reached. The predictor came from
+t_i, which sets VP's step-size factor a = ᾱ(t_i)/ᾱ(t_{i+1}) (the DDPM α of the step; 1
+for VE).
 
 The signal-to-noise ratio ``snr`` r sets the step: Langevin uses
 ε = 2a(r‖z‖/‖s‖)² (norms averaged over the batch; ``langevin_per_sample`` per sample),
@@ -13,44 +14,40 @@ samples come out noisy, raise it if they stay blurry.
 
 from __future__ import annotations
 
-import abc
-from typing import ClassVar
-
 import torch
 from torch import Tensor
 
 from sdekit.checks import batch_view, check_positive, event_norm
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE
+from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
 from sdekit.solvers.registry import Registry
 from sdekit.solvers.score_calls import gaussian_like
 
 __all__ = ["Corrector", "CORRECTORS", "Langevin", "PerSampleLangevin", "AnnealedLangevin", "NoCorrector"]
 
 
-class Corrector(abc.ABC):
-    """An MCMC step that leaves p_t (approximately) invariant."""
+class Corrector(GridStepper):
+    """An MCMC step that leaves p_t (approximately) invariant, at each grid time after the first."""
 
-    nfe_per_step: ClassVar[int] = 1
-
-    def __init__(self, sde: SDE, score: ScoreFn, snr: float = 0.16) -> None:
-        self.sde = sde
-        self.score = score
+    def __init__(
+        self,
+        sde: SDE,
+        score: ScoreFn,
+        grid: Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        snr: float = 0.16,
+    ) -> None:
+        super().__init__(sde, score, grid, generator)
         self.snr = check_positive("snr", snr)
+        #: a_i = ᾱ(t_i)/ᾱ(t_{i+1}) per step (1 for VE and for SDEs without a Gaussian kernel).
+        self.alpha_ratio = self._alpha_ratio().tolist()
 
-    @abc.abstractmethod
-    def step(self, x: Tensor, t: Tensor, t_prev: Tensor, generator: torch.Generator | None) -> Tensor:
-        """One MCMC move of ``x`` at time ``t``."""
-
-    def _alpha_ratio(self, t: Tensor, t_prev: Tensor) -> Tensor:
-        """a = ᾱ(t_prev)/ᾱ(t) for a LinearSDE (1 for VE), 1 otherwise; float64 ``(B,)``."""
+    def _alpha_ratio(self) -> Tensor:
         if isinstance(self.sde, LinearSDE):
-            return (2 * (self.sde.log_mean_coeff(t_prev) - self.sde.log_mean_coeff(t))).exp()
-        return torch.ones_like(t)
-
-    def _langevin_move(self, x: Tensor, score: Tensor, step_size: Tensor, noise: Tensor) -> Tensor:
-        """x + ε s + √(2ε) z with a per-sample ε."""
-        return x + batch_view(step_size, x) * score + batch_view((2 * step_size).sqrt(), x) * noise
+            return (2 * (self.sde.log_mean_coeff(self.t) - self.sde.log_mean_coeff(self.t_next))).exp()
+        return torch.ones_like(self.t)
 
 
 CORRECTORS: Registry[type[Corrector]] = Registry("corrector")
@@ -68,11 +65,12 @@ class Langevin(Corrector):
     runs do).
     """
 
-    def step(self, x: Tensor, t: Tensor, t_prev: Tensor, generator: torch.Generator | None) -> Tensor:
-        score = self.score(x, t)
-        noise = gaussian_like(x, generator)
-        step_size = 2 * self._alpha_ratio(t, t_prev) * (self.snr * self._norm_ratio(noise, score)) ** 2
-        return self._langevin_move(x, score, step_size, noise)
+    def step(self, x: Tensor, i: int) -> Tensor:
+        score = self.score(x, self.times[i + 1])
+        noise = gaussian_like(x, self.generator)
+        step_size = batch_view(2 * self.alpha_ratio[i] * (self.snr * self._norm_ratio(noise, score)) ** 2, x)
+        # x + ε s + √(2ε) z, accumulated in the noise buffer.
+        return noise.mul_(step_size.mul(2).sqrt_()).addcmul_(score, step_size).add_(x)
 
     def _norm_ratio(self, noise: Tensor, score: Tensor) -> Tensor:
         """mean‖z‖ / mean‖s‖ over the batch, float64, shape (1,)."""
@@ -100,16 +98,26 @@ class PerSampleLangevin(Langevin):
 class AnnealedLangevin(Corrector):
     """NCSN's annealed Langevin dynamics: ε = 2a(r σ(t))², independent of the score's norm."""
 
-    def __init__(self, sde: SDE, score: ScoreFn, snr: float = 0.16) -> None:
+    def __init__(
+        self,
+        sde: SDE,
+        score: ScoreFn,
+        grid: Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        snr: float = 0.16,
+    ) -> None:
         if not isinstance(sde, LinearSDE):
             raise TypeError(f"corrector 'annealed_langevin' needs a LinearSDE (it uses σ(t)), got {type(sde).__name__}")
-        super().__init__(sde, score, snr)
-        self.linear = sde
+        super().__init__(sde, score, grid, generator, snr=snr)
+        step_size = 2 * torch.tensor(self.alpha_ratio, dtype=torch.float64) * (self.snr * sde.std(self.t_next)) ** 2
+        self.step_size = step_size.tolist()
 
-    def step(self, x: Tensor, t: Tensor, t_prev: Tensor, generator: torch.Generator | None) -> Tensor:
-        score = self.score(x, t)
-        step_size = 2 * self._alpha_ratio(t, t_prev) * (self.snr * self.linear.std(t)) ** 2
-        return self._langevin_move(x, score, step_size, gaussian_like(x, generator))
+    def step(self, x: Tensor, i: int) -> Tensor:
+        score, step_size = self.score(x, self.times[i + 1]), self.step_size[i]
+        return weighted_sum(
+            [(1.0, x), (step_size, score)], into=((2 * step_size) ** 0.5, gaussian_like(x, self.generator))
+        )
 
 
 @CORRECTORS.register("none")
@@ -118,5 +126,5 @@ class NoCorrector(Corrector):
 
     nfe_per_step = 0
 
-    def step(self, x: Tensor, t: Tensor, t_prev: Tensor, generator: torch.Generator | None) -> Tensor:
+    def step(self, x: Tensor, i: int) -> Tensor:
         return x

@@ -12,7 +12,7 @@ it exactly, so a step is ``x' = A x + Σ_j b_j x̂₀[n−j] (+ noise)`` with b_
 j-th Lagrange basis polynomial against the step's exponential weight. One score call per step;
 with α ≡ 1 (VE) λ = −log σ and the same update is the σ-space method (k-diffusion's form), so
 every :class:`~sdekit.sde.LinearSDE` is served by this one implementation. Coefficients are
-computed in float64 from the step's times, then cast to the state's dtype.
+computed in float64 for the whole grid before the first step.
 
 Which to use: ``dpmpp_2m`` on a log-SNR grid is the robust choice below ~15 steps; ``dpmpp_3m``
 overtakes it from ~20 steps (its third-order extrapolation overshoots where x̂₀ changes fast,
@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from sdekit.checks import batch_view
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE
+from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
 from sdekit.solvers.ode import ODE_METHODS
 from sdekit.solvers.predictors import SDE_STEPPERS
 from sdekit.solvers.score_calls import gaussian_like
@@ -44,18 +45,12 @@ __all__ = [
     "DPMSolverPP2M",
     "DPMSolverPP3M",
     "SDEDPMSolverPP2M",
-    "data_prediction",
     "exponential_moments",
     "lagrange_weights",
 ]
 
 _SERIES_BELOW = 1.0  # H below which the moments come from their power series (no cancellation)
 _SERIES_TERMS = 18  # truncation error < H^18/18! < 1.6e-16 for H < 1
-
-
-def data_prediction(x: Tensor, score: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """Tweedie's estimate of the clean data, x̂₀ = (x + σ² s)/α, with float64 ``(1,)`` or ``(B,)`` α, σ."""
-    return (x + batch_view(sigma**2, x) * score) * batch_view(1 / alpha, x)
 
 
 def exponential_moments(H: Tensor, count: int) -> list[Tensor]:
@@ -96,20 +91,16 @@ def lagrange_weights(nodes: Sequence[Tensor], moments: Sequence[Tensor]) -> list
     return weights
 
 
-def _kernel(sde: LinearSDE, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(λ, α, σ) at the times ``t``, float64."""
-    t64 = t.double()
-    return sde.log_snr(t64), sde.mean_coeff(t64), sde.std(t64)
-
-
-class ExponentialMultistep:
+class ExponentialMultistep(GridStepper):
     """Multistep exponential integrator of order ``order`` in λ = log(α/σ), stochastic when ``eta`` = 1.
 
-    Built for one run over ``grid`` (its length says which step is the last). Step i uses
-    order min(``order``, i + 1) — the first steps warm up while the history of x̂₀ fills — and,
-    with ``lower_order_final`` (the default), the last step uses ``order − 1`` (at least 1):
-    the final step is usually the largest relative change of x̂₀, and lowering it by one order
-    keeps the method's convergence order while making few-step runs more robust.
+    Built for one run over ``grid``: every step's coefficients (A, the history weights b_j
+    and the noise scale) are computed in float64 at construction, vectorised over the grid.
+    Step i uses order min(``order``, i + 1) — the first steps warm up while the history of
+    x̂₀ fills — and, with ``lower_order_final`` (the default), the last step uses
+    ``order − 1`` (at least 1): the final step is usually the largest relative change of
+    x̂₀, and lowering it by one order keeps the method's convergence order while making
+    few-step runs more robust.
     """
 
     order: ClassVar[int]
@@ -119,7 +110,6 @@ class ExponentialMultistep:
     midpoint: ClassVar[bool] = False
     #: The grid a sampler uses when the user gives none: these methods are built for steps uniform in λ.
     default_grid: ClassVar[str] = "log_snr"
-    nfe_per_step: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -134,13 +124,10 @@ class ExponentialMultistep:
             raise TypeError(
                 f"{type(self).__name__} needs a LinearSDE (Gaussian kernel with log-SNR), got {type(sde).__name__}"
             )
-        self.sde = sde
-        self.score = score
-        self.generator = generator
+        super().__init__(sde, score, grid, generator)
         self.lower_order_final = lower_order_final
-        self.steps = int(grid.shape[0]) - 1
-        self._taken = 0
-        self._history: list[tuple[Tensor, Tensor]] = []  # (λ, x̂₀), most recent first
+        self.plan = self._coefficients(sde, torch.cat([self.t, self.t_next[-1:]]))
+        self._history: list[Tensor] = []  # x̂₀ at the latest grid times, most recent first
 
     def order_at(self, i: int) -> int:
         """The order of step ``i`` (0-based): warm-up at the start, one lower at the end."""
@@ -156,25 +143,46 @@ class ExponentialMultistep:
             moments[1] = moments[0] / 2
         return moments
 
-    def step(self, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
-        lam, alpha, sigma = _kernel(self.sde, t)
-        lam_next, alpha_next, sigma_next = _kernel(self.sde, t_next)
-        x0 = data_prediction(x, self.score(x, t), alpha, sigma)
-        self._history = [(lam, x0), *self._history][: self.order]
-        order = self.order_at(self._taken)
-        self._taken += 1
+    def _coefficients(self, sde: LinearSDE, times: Tensor) -> list[_StepCoefficients]:
+        """Every step's coefficients from the grid's (λ, α, σ), float64, as Python floats."""
+        lam, alpha, sigma = sde.log_snr(times), sde.mean_coeff(times), sde.std(times)
+        h = lam[1:] - lam[:-1]
+        # weights[k][i − k + 1]: the order-k history weights of step i (for every i ≥ k − 1), times α'.
+        weights = {}
+        for k in range(1, min(self.order, self.steps) + 1):
+            n = torch.arange(k - 1, self.steps)  # the steps that can use order k
+            nodes = [(lam[n - j] - lam[n]) / h[n] for j in range(k)]  # 0, −r₀, −(r₀ + r₁), … in units of h
+            weights[k] = torch.stack(lagrange_weights(nodes, self.moments((1 + self.eta) * h[n], k)), 1)
+            weights[k] *= alpha[n + 1, None]
+        decay = (sigma[1:] / sigma[:-1] * torch.exp(-self.eta * h)).tolist()
+        noise_std = (sigma[1:] * (-torch.expm1(-2 * self.eta * h)).sqrt()).tolist()
+        inv_alpha, sigma2 = (1 / alpha).tolist(), (sigma**2 / alpha).tolist()
+        plan = []
+        for i in range(self.steps):
+            order = self.order_at(i)
+            history_weights = tuple(weights[order][i - order + 1].tolist())
+            plan.append(_StepCoefficients(inv_alpha[i], sigma2[i], decay[i], history_weights, noise_std[i]))
+        return plan
 
-        h = lam_next - lam
-        history = self._history[:order]
-        nodes = [(lam_j - lam) / h for lam_j, _ in history]  # 0, −r₀, −(r₀ + r₁), … in units of h
-        weights = lagrange_weights(nodes, self.moments((1 + self.eta) * h, order))
-        x_next = batch_view(sigma_next / sigma * torch.exp(-self.eta * h), x) * x
-        for weight, (_, x0_j) in zip(weights, history, strict=True):
-            x_next = x_next + batch_view(alpha_next * weight, x) * x0_j
+    def step(self, x: Tensor, i: int) -> Tensor:
+        c = self.plan[i]
+        x0 = weighted_sum([(c.inv_alpha, x), (c.sigma2_over_alpha, self.score(x, self.times[i]))])
+        self._history = [x0, *self._history][: self.order]
+        terms = [(c.decay, x), *zip(c.history_weights, self._history, strict=False)]
         if self.eta:
-            noise_std = sigma_next * (-torch.expm1(-2 * self.eta * h)).sqrt()
-            x_next = x_next + batch_view(noise_std, x) * gaussian_like(x, self.generator)
-        return x_next
+            return weighted_sum(terms, into=(c.noise_std, gaussian_like(x, self.generator)))
+        return weighted_sum(terms)
+
+
+@dataclass(frozen=True)
+class _StepCoefficients:
+    """One step: x̂₀ = inv_alpha·x + sigma2_over_alpha·s, x' = decay·x + Σ_j w_j x̂₀[n−j] + noise_std·z."""
+
+    inv_alpha: float
+    sigma2_over_alpha: float
+    decay: float
+    history_weights: tuple[float, ...]
+    noise_std: float
 
 
 @ODE_METHODS.register("dpmpp_2m")

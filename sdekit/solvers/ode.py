@@ -10,47 +10,62 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
-from sdekit.checks import batch_view
 from sdekit.reverse import ScoreFn, probability_flow
-from sdekit.sde import SDE
-from sdekit.solvers.registry import ODEStepperFactory, Registry
+from sdekit.sde import SDE, LinearSDE
+from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
+from sdekit.solvers.registry import Registry, StepperFactory
 
 __all__ = ["ExplicitRungeKutta", "ODE_METHODS", "Euler", "Heun", "RK4"]
 
 
-class ExplicitRungeKutta:
-    """x' = x + Δ Σ b_i k_i with k_i = v(x + Δ Σ_j a_ij k_j, t + c_i Δ), Δ = t' − t < 0."""
+class ExplicitRungeKutta(GridStepper):
+    """x' = x + Δ Σ b_i k_i with k_i = v(x + Δ Σ_j a_ij k_j, t + c_i Δ), Δ = t' − t < 0.
+
+    A method is its tableau (``a``, ``b``, ``c``), its ``order`` and ``nfe_per_step`` = len(b).
+
+    On a LinearSDE the velocity is v(x, t) = f(t) x − ½ g(t)² s(x, t), with f and g² at
+    every stage time computed once for the grid; other SDEs evaluate the flow's drift.
+    """
 
     a: ClassVar[tuple[tuple[float, ...], ...]]
     b: ClassVar[tuple[float, ...]]
     c: ClassVar[tuple[float, ...]]
     order: ClassVar[int]
 
-    def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor | None = None) -> None:
+    def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+        super().__init__(sde, score, grid, generator)
         self.flow = probability_flow(sde, score)
+        delta = self.t_next - self.t
+        self.delta = delta.tolist()
+        stage_t = self.t[:, None] + torch.tensor(self.c, dtype=torch.float64) * delta[:, None]  # (N, stages)
+        self.stage_times = [row.split(1) for row in stage_t.to(grid.device)]
+        self.linear: list[list[tuple[float, float]]] | None = None
+        if isinstance(sde, LinearSDE):
+            f, half_g2 = sde.drift_coeff(stage_t), -0.5 * sde.diffusion_squared(stage_t)
+            self.linear = [list(zip(*row, strict=True)) for row in zip(f.tolist(), half_g2.tolist(), strict=True)]
 
-    @property
-    def nfe_per_step(self) -> int:
-        return len(self.b)
+    def velocity(self, x: Tensor, i: int, stage: int) -> Tensor:
+        """The flow's drift at stage ``stage`` of step ``i``."""
+        t = self.stage_times[i][stage]
+        if self.linear is None:
+            return self.flow.drift(x, t)
+        f, half_g2 = self.linear[i][stage]
+        return weighted_sum([(f, x), (half_g2, self.score(x, t))])
 
-    def step(self, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
-        delta = t_next - t
-        dt = batch_view(delta, x)
+    def step(self, x: Tensor, i: int) -> Tensor:
+        dt = self.delta[i]
         stages: list[Tensor] = []
-        for a_row, c_i in zip(self.a, self.c, strict=True):
-            x_i = x
-            for a_ij, k_j in zip(a_row, stages, strict=False):
-                if a_ij:
-                    x_i = x_i + (a_ij * dt) * k_j
-            stages.append(self.flow.drift(x_i, t + c_i * delta))
-        update = sum((b_i * k_i for b_i, k_i in zip(self.b, stages, strict=True) if b_i), start=0 * x)
-        return x + dt * update
+        for stage, a_row in enumerate(self.a):
+            increments = [(a * dt, k) for a, k in zip(a_row, stages, strict=False) if a]
+            stages.append(self.velocity(weighted_sum([(1.0, x), *increments]) if increments else x, i, stage))
+        return weighted_sum([(1.0, x), *((b * dt, k) for b, k in zip(self.b, stages, strict=True))])
 
 
-#: Fixed-grid probability-flow methods: name -> ``factory(sde, score, grid)`` (a class, usually).
-ODE_METHODS: Registry[ODEStepperFactory] = Registry("ODE method")
+#: Fixed-grid probability-flow methods: name -> ``factory(sde, score, grid, generator)`` (a stepper class).
+ODE_METHODS: Registry[StepperFactory] = Registry("ODE method")
 
 
 @ODE_METHODS.register("euler")
@@ -61,6 +76,7 @@ class Euler(ExplicitRungeKutta):
     b = (1.0,)
     c = (0.0,)
     order = 1
+    nfe_per_step = 1
 
 
 @ODE_METHODS.register("heun")
@@ -71,6 +87,7 @@ class Heun(ExplicitRungeKutta):
     b = (0.5, 0.5)
     c = (0.0, 1.0)
     order = 2
+    nfe_per_step = 2
 
 
 @ODE_METHODS.register("rk4")
@@ -81,3 +98,4 @@ class RK4(ExplicitRungeKutta):
     b = (1 / 6, 1 / 3, 1 / 3, 1 / 6)
     c = (0.0, 0.5, 0.5, 1.0)
     order = 4
+    nfe_per_step = 4

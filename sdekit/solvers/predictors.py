@@ -1,9 +1,10 @@
-"""Predictors: one step of the reverse SDE from t to t' < t (DESIGN §5).
+"""Predictors: one step of the reverse SDE from t_i to t_{i+1} < t_i (DESIGN §5).
 
-Each predictor is a short class registered by name. ``step`` receives the state,
-per-sample times ``t`` and ``t_next`` (float64, shape ``(B,)``) and the generator,
-and returns the state at ``t_next``. ``nfe_per_step`` is the number of score calls
-a step makes.
+Each predictor is a short class registered by name and built for one run over one
+grid (:class:`~sdekit.solvers.grid_stepper.GridStepper`); ``step(x, i)`` returns the
+state at t_{i+1}. On a :class:`~sdekit.sde.LinearSDE` every predictor's step is affine,
+x' = a_i x + b_i s(x, t_i) + c_i z, and its coefficients are computed once for the whole
+grid (``coefficients``); other SDEs take the general step with their drift and diffusion.
 
 Which to choose: ``ancestral`` (the DDPM posterior step, exact for Gaussian
 transitions) and ``reverse_diffusion`` are the most robust at few steps;
@@ -12,7 +13,6 @@ transitions) and ``reverse_diffusion`` are the most robust at few steps;
 
 from __future__ import annotations
 
-import abc
 from typing import ClassVar
 
 import torch
@@ -21,32 +21,56 @@ from torch import Tensor
 from sdekit.checks import batch_view
 from sdekit.reverse import ScoreFn, reverse
 from sdekit.sde import SDE, LinearSDE
-from sdekit.solvers.registry import Registry, SDEStepperFactory
+from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
+from sdekit.solvers.registry import Registry, StepperFactory
 from sdekit.solvers.score_calls import gaussian_like
 
 __all__ = ["Predictor", "PREDICTORS", "SDE_STEPPERS", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NoPredictor"]
 
+Coefficients = tuple[Tensor, Tensor, Tensor]
 
-class Predictor(abc.ABC):
-    """A reverse-time step for ``sde`` driven by ``score``."""
 
-    nfe_per_step: ClassVar[int] = 1
+class Predictor(GridStepper):
+    """A reverse-time step for ``sde`` driven by ``score``: affine on a LinearSDE, general otherwise.
 
-    def __init__(self, sde: SDE, score: ScoreFn) -> None:
-        self.sde = sde
-        self.score = score
+    A subclass gives ``coefficients(sde, t, t_next) -> (a, b, c)`` (float64, vectorised over
+    the grid's steps) for linear SDEs, and ``general_step`` for any other SDE (or sets
+    ``needs_linear_sde``).
+    """
+
+    needs_linear_sde: ClassVar[bool] = False
+
+    def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+        if self.needs_linear_sde and not isinstance(sde, LinearSDE):
+            raise TypeError(f"{type(self).__name__} needs a LinearSDE (Gaussian kernel), got {type(sde).__name__}")
+        super().__init__(sde, score, grid, generator)
         self.rsde = reverse(sde, score)
+        self.affine: list[tuple[float, float, float]] | None = None
+        if isinstance(sde, LinearSDE):
+            a, b, c = self.coefficients(sde, self.t, self.t_next)
+            self.affine = list(zip(a.tolist(), b.tolist(), c.tolist(), strict=True))
 
-    @abc.abstractmethod
-    def step(self, x: Tensor, t: Tensor, t_next: Tensor, generator: torch.Generator | None) -> Tensor:
-        """The state at ``t_next`` from the state ``x`` at ``t``."""
+    def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
+        """(a, b, c) of x' = a x + b s(x, t) + c z for each step, float64 ``(N,)``."""
+        raise NotImplementedError
+
+    def general_step(self, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+        """The step for an SDE that is not linear, at ``(1,)`` times."""
+        raise NotImplementedError
+
+    def step(self, x: Tensor, i: int) -> Tensor:
+        if self.affine is None:
+            return self.general_step(x, self.times[i], self.times[i + 1])
+        a, b, c = self.affine[i]
+        score = self.score(x, self.times[i])
+        return weighted_sum([(a, x), (b, score)], into=(c, gaussian_like(x, self.generator)))
 
 
 PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
 
 #: Fixed-grid reverse-SDE methods that are not predictor–corrector pairs (multistep,
 #: exponential integrators): name -> ``factory(sde, score, grid, generator)``.
-SDE_STEPPERS: Registry[SDEStepperFactory] = Registry("SDE method")
+SDE_STEPPERS: Registry[StepperFactory] = Registry("SDE method")
 
 
 def _scale(coefficient: Tensor, x: Tensor) -> Tensor:
@@ -58,10 +82,14 @@ def _scale(coefficient: Tensor, x: Tensor) -> Tensor:
 class EulerMaruyama(Predictor):
     """x' = x − h[f − g² s] + g √h z, with h = t − t'. First order (weak)."""
 
-    def step(self, x: Tensor, t: Tensor, t_next: Tensor, generator: torch.Generator | None) -> Tensor:
+    def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
+        h, g2 = t - t_next, sde.diffusion_squared(t)
+        return 1 - h * sde.drift_coeff(t), h * g2, (g2 * h).sqrt()
+
+    def general_step(self, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
         h = batch_view(t - t_next, x)
         g = _scale(self.rsde.diffusion(t, x), x)
-        return x - h * self.rsde.drift(x, t) + g * h.sqrt() * gaussian_like(x, generator)
+        return x - h * self.rsde.drift(x, t) + g * h.sqrt() * gaussian_like(x, self.generator)
 
 
 @PREDICTORS.register("reverse_diffusion")
@@ -72,10 +100,15 @@ class ReverseDiffusion(Predictor):
     VP, SMLD's for VE, Euler–Maruyama otherwise.
     """
 
-    def step(self, x: Tensor, t: Tensor, t_next: Tensor, generator: torch.Generator | None) -> Tensor:
+    def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
+        # A linear SDE's f_i is linear in x: discretizing x = 1 gives its coefficient.
+        f_i, G_i = sde.discretize(torch.ones(t.shape[0], 1, dtype=torch.float64), t, t_next)
+        return 1 - f_i[:, 0], G_i**2, G_i
+
+    def general_step(self, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
         f_i, G_i = self.sde.discretize(x, t, t_next)
         G = _scale(G_i, x)
-        return x - f_i + G**2 * self.score(x, t) + G * gaussian_like(x, generator)
+        return x - f_i + G**2 * self.score(x, t) + G * gaussian_like(x, self.generator)
 
 
 @PREDICTORS.register("ancestral")
@@ -88,17 +121,12 @@ class Ancestral(Predictor):
     VE reduces to x' = x + (σ² − σ'²) s + √(σ'²(σ² − σ'²)/σ²) z.
     """
 
-    def __init__(self, sde: SDE, score: ScoreFn) -> None:
-        if not isinstance(sde, LinearSDE):
-            raise TypeError(f"predictor 'ancestral' needs a LinearSDE (Gaussian kernel), got {type(sde).__name__}")
-        super().__init__(sde, score)
-        self.linear = sde
+    needs_linear_sde = True
 
-    def step(self, x: Tensor, t: Tensor, t_next: Tensor, generator: torch.Generator | None) -> Tensor:
-        a, v = self.linear.transition(t, t_next)
-        posterior_var = v * (self.linear.std(t_next) / self.linear.std(t)) ** 2
-        mean = (x + batch_view(v, x) * self.score(x, t)) / batch_view(a, x)
-        return mean + batch_view(posterior_var.sqrt(), x) * gaussian_like(x, generator)
+    def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
+        a, v = sde.transition(t, t_next)
+        posterior_var = v * (sde.std(t_next) / sde.std(t)) ** 2
+        return 1 / a, v / a, posterior_var.sqrt()
 
 
 @PREDICTORS.register("none")
@@ -107,5 +135,9 @@ class NoPredictor(Predictor):
 
     nfe_per_step = 0
 
-    def step(self, x: Tensor, t: Tensor, t_next: Tensor, generator: torch.Generator | None) -> Tensor:
+    def step(self, x: Tensor, i: int) -> Tensor:
         return x
+
+    def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
+        one = torch.ones_like(t)
+        return one, 0 * one, 0 * one

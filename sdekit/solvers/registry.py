@@ -16,29 +16,27 @@ T = TypeVar("T")
 
 
 class Stepper(Protocol):
-    """One step of a fixed-grid method: the state at ``t_next`` from the state ``x`` at ``t``.
+    """One step of a fixed-grid method, built for one run over one grid t_0 > t_1 > … > t_N.
 
-    ``t`` and ``t_next`` are float64 tensors of shape ``(1,)`` (a time shared by the
-    batch) or ``(B,)``. A multistep method keeps its history on the instance: it is
-    built for one run over one grid.
+    ``step(x, i)`` returns the state at t_{i+1} from the state ``x`` at t_i; steps are taken
+    in order, so a multistep method may keep its history on the instance.
+    ``nfe_per_step`` is the number of score calls a step makes.
     """
 
-    def step(self, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor: ...
+    @property
+    def nfe_per_step(self) -> int: ...
+
+    def step(self, x: Tensor, i: int) -> Tensor: ...
 
 
-class ODEStepperFactory(Protocol):
-    """Builds a probability-flow stepper for one run: ``factory(sde, score, grid)``.
+class StepperFactory(Protocol):
+    """Builds a stepper for one run: ``factory(sde, score, grid, generator)``.
 
-    ``grid`` is the run's whole time grid, float64, on the state's device.
+    ``grid`` is the run's whole time grid, float64, on the state's device; ``generator``
+    draws any noise (deterministic methods ignore it). A stepper class is a factory.
     """
 
-    def __call__(self, sde: SDE, score: ScoreFn, grid: Tensor) -> Stepper: ...
-
-
-class SDEStepperFactory(Protocol):
-    """Builds a reverse-SDE stepper for one run: ``factory(sde, score, grid, generator)``."""
-
-    def __call__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None) -> Stepper: ...
+    def __call__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> Stepper: ...
 
 
 class Registry(Generic[T]):

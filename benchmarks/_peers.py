@@ -1,0 +1,80 @@
+"""Peers installed from PyPI, loaded for the benchmarks: k-diffusion's samplers and model wrappers.
+
+``pip install k-diffusion`` pulls torchvision (which would replace torch), so install it with
+``pip install --no-deps k-diffusion``; its package ``__init__`` then fails to import (skimage,
+torchvision, …), and ``k_diffusion/sampling.py`` and ``external.py`` are loaded by file path
+with a one-function stand-in for ``k_diffusion.utils``. With a full install the normal
+imports are used.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+import types
+
+from torch import Tensor
+
+_NAME = "_sdekit_bench_k_diffusion"
+
+
+@functools.cache
+def k_diffusion_sampling() -> tuple[types.ModuleType | None, str]:
+    """k_diffusion.sampling, imported normally or by file path; (None, reason) when impossible."""
+    try:
+        import k_diffusion.sampling as module
+
+        return module, "package import"
+    except ImportError as error:
+        package_error = f"{type(error).__name__}: {error}"
+    spec = importlib.util.find_spec("k_diffusion")
+    if spec is None or not spec.submodule_search_locations:
+        return None, "k-diffusion is not installed (pip install --no-deps k-diffusion)"
+    name = _NAME
+    package = types.ModuleType(name)
+    package.__path__ = list(spec.submodule_search_locations)
+    utils = types.ModuleType(f"{name}.utils")
+
+    def append_dims(x: Tensor, target_dims: int) -> Tensor:
+        return x[(...,) + (None,) * (target_dims - x.ndim)]
+
+    utils.append_dims = append_dims  # the only k_diffusion.utils function sampling.py uses
+    package.utils = utils
+    sys.modules[name], sys.modules[f"{name}.utils"] = package, utils
+    path = f"{package.__path__[0]}/sampling.py"
+    loader_spec = importlib.util.spec_from_file_location(f"{name}.sampling", path)
+    assert loader_spec is not None and loader_spec.loader is not None
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[loader_spec.name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as error:
+        return None, f"k_diffusion.sampling failed to load by path ({error}); package import: {package_error}"
+    return module, f"sampling.py by file path (package import: {package_error})"
+
+
+@functools.cache
+def k_diffusion_external() -> tuple[types.ModuleType | None, str]:
+    """k_diffusion.external (model wrappers such as ``DiscreteEpsDDPMDenoiser``); (None, reason) if impossible."""
+    try:
+        import k_diffusion.external as module
+
+        return module, "package import"
+    except ImportError:
+        pass
+    sampling, why = k_diffusion_sampling()
+    if sampling is None:
+        return None, why
+    package = sys.modules[_NAME]
+    package.sampling = sampling  # type: ignore[attr-defined]
+    path = f"{package.__path__[0]}/external.py"
+    loader_spec = importlib.util.spec_from_file_location(f"{_NAME}.external", path)
+    assert loader_spec is not None and loader_spec.loader is not None
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[loader_spec.name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as error:
+        return None, f"k_diffusion.external failed to load by path ({error})"
+    return module, "external.py by file path"

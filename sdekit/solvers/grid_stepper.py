@@ -1,0 +1,72 @@
+"""The base of every fixed-grid stepper, and the fused update its steps are written with.
+
+A stepper is built for one run over one time grid T = t_0 > t_1 > … > t_N = eps and
+``step(x, i)`` returns the state at t_{i+1} from the state ``x`` at t_i. Knowing the
+whole grid up front is what makes the steps cheap: every coefficient a method needs
+(for a :class:`~sdekit.sde.LinearSDE`, all of them) is computed once, vectorised over
+the grid in float64, and kept as Python floats. A step is then one score call plus a
+few elementwise passes over the state (:func:`weighted_sum`), with no per-step scalar
+tensor arithmetic and no host synchronisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from sdekit.reverse import ScoreFn
+from sdekit.sde import SDE
+
+__all__ = ["GridStepper", "weighted_sum"]
+
+
+class GridStepper:
+    """Holds what every fixed-grid method needs: the SDE, the score, the grid and the generator.
+
+    ``grid`` is float64 on the state's device. ``self.times[i]`` is t_i as a ``(1,)`` tensor
+    (the time shared by the batch, as the score receives it), ``self.t`` and ``self.t_next``
+    the step's start and end times on the CPU, float64 ``(N,)``, for computing coefficients.
+    ``nfe_per_step`` is the number of score calls a step makes.
+    """
+
+    nfe_per_step: ClassVar[int] = 1
+
+    def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+        if grid.ndim != 1 or grid.shape[0] < 2:
+            raise ValueError(f"grid must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}")
+        self.sde = sde
+        self.score = score
+        self.generator = generator
+        self.steps = int(grid.shape[0]) - 1
+        self.times = grid.double().split(1)
+        host = grid.detach().double().cpu()
+        self.t, self.t_next = host[:-1], host[1:]
+
+    def step(self, x: Tensor, i: int) -> Tensor:
+        """The state at t_{i+1} from the state ``x`` at t_i."""
+        raise NotImplementedError
+
+
+def weighted_sum(terms: Sequence[tuple[float, Tensor]], *, into: tuple[float, Tensor] | None = None) -> Tensor:
+    """Σ c_k v_k for Python-float coefficients c_k: one elementwise pass per term, no temporaries.
+
+    ``into = (c, buffer)`` starts the sum from c·buffer *in place*: pass a tensor the caller
+    owns and no longer needs (fresh noise, say). Otherwise the first term is copied. Terms
+    with c = 0 are skipped; the input tensors are never modified.
+    """
+    pending = [(c, v) for c, v in terms if c != 0.0]
+    if into is not None:
+        scale, out = into
+        if scale != 1.0:
+            out.mul_(scale)
+    elif pending:
+        scale, first = pending.pop(0)
+        out = torch.mul(first, scale)
+    else:
+        out = torch.zeros_like(terms[0][1])
+    for c, v in pending:
+        out.add_(v, alpha=c)
+    return out
