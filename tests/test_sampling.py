@@ -305,3 +305,61 @@ def test_precomputed_linear_steps_equal_the_general_steps(sampler, method):
     fast = sampler(linear, score, generator=gen(1), **kwargs)
     general = sampler(generic, score, generator=gen(1), **kwargs)
     torch.testing.assert_close(fast, general, rtol=1e-12, atol=1e-12)
+
+
+class LinearScore(torch.nn.Module):
+    """A small network score, s(x, t) = W x + b t, that records the dtype its layer computed in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 3)
+        self.seen: list[torch.dtype] = []
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        hidden = self.layer(x)
+        self.seen.append(hidden.dtype)
+        return hidden - x * t[:, None]
+
+
+def test_autocast_runs_the_network_in_bfloat16_and_keeps_a_float32_state():
+    net = LinearScore().requires_grad_(False)
+    kwargs = {"method": "heun", "steps": 5, "shape": (16, 3), "generator": gen(3)}
+    plain = ode_sample(VPSDE(), net, **kwargs)
+    mixed = ode_sample(VPSDE(), net, autocast=torch.bfloat16, **{**kwargs, "generator": gen(3)})
+    assert net.seen[0] == torch.float32 and set(net.seen[len(net.seen) // 2 :]) == {torch.bfloat16}
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed).all()
+    assert not torch.equal(mixed, plain)
+    torch.testing.assert_close(mixed, plain, rtol=0.05, atol=0.05)  # bfloat16 keeps ~3 significant digits
+
+
+def test_compile_wraps_the_score_once_with_torch_compile(monkeypatch):
+    compiled: list[dict] = []
+
+    def fake_compile(function, **options):
+        compiled.append(options)
+        return function
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    score = gaussian_score(VPSDE())
+    plain = sample(VPSDE(), score, (8, 3), method="ancestral", steps=4, generator=gen(1))
+    again = sample(VPSDE(), score, (8, 3), method="ancestral", steps=4, generator=gen(1), compile=True)
+    sample(VPSDE(), score, (8, 3), steps=4, compile={"backend": "eager"})
+    assert compiled == [{"mode": None, "dynamic": False}, {"backend": "eager"}]
+    assert torch.equal(plain, again)
+
+
+def test_compile_with_a_real_torch_compile_backend_gives_the_same_samples():
+    score = gaussian_score(VPSDE())
+    plain = ode_sample(VPSDE(), score, (8, 3), method="dpmpp_2m", steps=6, generator=gen(1))
+    compiled = ode_sample(
+        VPSDE(), score, (8, 3), method="dpmpp_2m", steps=6, generator=gen(1), compile={"backend": "eager"}
+    )
+    torch.testing.assert_close(compiled, plain)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"), [("autocast", torch.float32, ValueError), ("compile", "yes", TypeError)]
+)
+def test_bad_speed_options_raise_at_the_call(option, value, error):
+    with pytest.raises(error, match=option):
+        ode_sample(VPSDE(), gaussian_score(VPSDE()), (4, 3), steps=2, **{option: value})

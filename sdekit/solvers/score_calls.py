@@ -1,11 +1,20 @@
-"""The score as solvers see it: every call counted, the first call's output checked."""
+"""The score as solvers see it: every call counted, the first call's output checked.
+
+Optionally the network runs in mixed precision (``autocast``) or compiled (``compile``):
+the solver's state and arithmetic stay in the state's dtype either way.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from sdekit.reverse import ScoreFn
+
+AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
 
 
 class CountedScore:
@@ -15,22 +24,53 @@ class CountedScore:
     shared time may pass shape ``(1,)``, which is expanded. The first call checks that
     the result is a tensor of ``x``'s shape, dtype and device, so a network with the
     wrong output layout fails at once with a message rather than deep in a solver.
+
+    ``autocast`` (``torch.float16`` or ``torch.bfloat16``) runs the score under
+    ``torch.autocast`` and casts its result back to the state's dtype: mixed precision for
+    the network, float32 for the solver. ``compile=True`` wraps the score in
+    ``torch.compile`` at the first call — on CUDA with ``mode="reduce-overhead"``, which
+    replays the network as a CUDA graph — and a mapping is passed to ``torch.compile`` as
+    its options. Compiling pays off for long runs of one shape; the first call takes
+    seconds to minutes.
     """
 
-    def __init__(self, score: ScoreFn) -> None:
+    def __init__(
+        self, score: ScoreFn, *, autocast: torch.dtype | None = None, compile: bool | Mapping[str, Any] = False
+    ) -> None:
         if not callable(score):
             raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
+        if autocast is not None and autocast not in AUTOCAST_DTYPES:
+            raise ValueError(f"autocast must be None, torch.float16 or torch.bfloat16, got {autocast!r}")
+        if not isinstance(compile, (bool, Mapping)):
+            raise TypeError(f"compile must be a bool or a mapping of torch.compile options, got {compile!r}")
         self.score = score
+        self.autocast = autocast
+        self.compile = compile
         self.nfe = 0
         self._checked = False
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        out = self.score(x, t.to(x.dtype).expand(x.shape[0]))
+        if self.compile is not False and not self._checked:
+            self.score = _compiled(self.score, self.compile, x.device)
+        t = t.to(x.dtype).expand(x.shape[0])
+        if self.autocast is None:
+            out = self.score(x, t)
+        else:
+            with torch.autocast(x.device.type, dtype=self.autocast):
+                out = self.score(x, t)
+            out = out.to(x.dtype) if isinstance(out, Tensor) else out
         self.nfe += 1
         if not self._checked:
             _check_output(out, x)
             self._checked = True
         return out
+
+
+def _compiled(score: ScoreFn, options: bool | Mapping[str, Any], device: torch.device) -> ScoreFn:
+    """``torch.compile(score)`` with the given options, or sdekit's defaults for ``True``."""
+    if isinstance(options, Mapping):
+        return torch.compile(score, **options)
+    return torch.compile(score, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
 
 
 def _check_output(out: object, x: Tensor) -> None:
