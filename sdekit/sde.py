@@ -344,6 +344,7 @@ class DiscreteVPSDE(VPSDE):
             raise ValueError("alphas_cumprod must be strictly decreasing")
         self.num_timesteps = abar.numel()
         self._log_abar = log_abar
+        self._device_tables: dict[tuple[str, torch.device], Tensor] = {}
         self.beta_min = float(self._betas_continuous().min())
         self.beta_max = float(self._betas_continuous().max())
 
@@ -371,12 +372,20 @@ class DiscreteVPSDE(VPSDE):
 
     def beta(self, t: Tensor) -> Tensor:
         index, _ = self._interval(t)
-        return self._betas_continuous().to(t.device)[index]
+        return self._table("betas", t.device)[index]
 
     def log_mean_coeff(self, t: Tensor) -> Tensor:
         index, frac = self._interval(t)
-        log_abar = self._log_abar.to(t.device)
+        log_abar = self._table("log_abar", t.device)
         return 0.5 * torch.lerp(log_abar[index], log_abar[index + 1], frac)
+
+    def _table(self, name: str, device: torch.device) -> Tensor:
+        """The schedule table on ``device``, copied there once (a copy per call would cost a transfer)."""
+        key = (name, device)
+        if key not in self._device_tables:
+            table = self._log_abar if name == "log_abar" else self._betas_continuous()
+            self._device_tables[key] = table.to(device)
+        return self._device_tables[key]
 
     def __repr__(self) -> str:
         return f"DiscreteVPSDE(num_timesteps={self.num_timesteps})"

@@ -394,10 +394,10 @@ class _NativeSolver:
     def watch(self, error: Tensor, s: _Active) -> None:
         """Remember, on the device, the time of the first step that produced a non-finite value."""
         bad = ~torch.isfinite(error)
-        first = bad.long().argmax()
+        first = bad.long().argmax().reshape(1)  # index_select: a 0-d index tensor would be read back
         new = bad.any() & torch.isnan(self.bad_time)
-        self.bad_time = torch.where(new, s.t[first], self.bad_time)
-        self.bad_step = torch.where(new, s.h[first], self.bad_step)
+        self.bad_time = torch.where(new, s.t.index_select(0, first)[0], self.bad_time)
+        self.bad_step = torch.where(new, s.h.index_select(0, first)[0], self.bad_step)
 
     # dense output --------------------------------------------------------------------------------------------
 
