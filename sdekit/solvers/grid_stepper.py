@@ -62,9 +62,15 @@ def weighted_sum(terms: Sequence[tuple[float, Tensor]], *, into: tuple[float, Te
         scale, out = into
         if scale != 1.0:
             out.mul_(scale)
+    elif len(pending) > 1 and any(c == 1.0 for c, _ in pending):
+        # x + c·v in one pass (torch.add's alpha) rather than a copy and an add.
+        first = next(k for k, (c, _) in enumerate(pending) if c == 1.0)
+        _, base = pending.pop(first)
+        scale, other = pending.pop(0)
+        out = torch.add(base, other, alpha=scale)
     elif pending:
-        scale, first = pending.pop(0)
-        out = torch.mul(first, scale)
+        scale, first_term = pending.pop(0)
+        out = torch.mul(first_term, scale)
     else:
         out = torch.zeros_like(terms[0][1])
     for c, v in pending:
