@@ -85,7 +85,7 @@ class Overhead:
         }
 
 
-def _timed(function: Callable[[], object], device: torch.device) -> float:
+def timed(function: Callable[[], object], device: torch.device) -> float:
     sync(device)
     start = time.perf_counter()
     function()
@@ -109,9 +109,9 @@ def measure(run: Run, score: ScoreFn, device: torch.device, batch: int, rounds: 
                 score(x, t)
 
     for _ in range(rounds):
-        result.replay_s.append(_timed(replay, device))
-        result.sampler_s.append(_timed(lambda: run(score), device))
-    result.replay_s.append(_timed(replay, device))
+        result.replay_s.append(timed(replay, device))
+        result.sampler_s.append(timed(lambda: run(score), device))
+    result.replay_s.append(timed(replay, device))
     calls.clear()  # free the recorded inputs before measuring memory
     result.peak_memory_mib = peak_memory_mib(lambda: run(score), device)
     return result

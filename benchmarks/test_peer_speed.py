@@ -37,7 +37,7 @@ from _overhead import sync
 from _peers import k_diffusion_external, k_diffusion_sampling
 
 NFE = 10
-ROUNDS = 3
+ROUNDS = 5
 TITLE = f"sdekit against peers at equal NFE (digits ε-UNet, NFE = {NFE})"
 HEADER = "| sdekit sampler | peer | device | batch | NFE (sdekit / peer) | sdekit s (min) | peer s (min) | ratio |"
 
