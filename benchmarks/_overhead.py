@@ -110,7 +110,7 @@ def measure(run: Run, score: ScoreFn, device: torch.device, batch: int, rounds: 
 
     for _ in range(rounds):
         result.replay_s.append(timed(replay, device))
-        result.sampler_s.append(timed(lambda: run(score), device))
+        result.sampler_s.append(timed(lambda: _inference(run, score), device))
     result.replay_s.append(timed(replay, device))
     calls.clear()  # free the recorded inputs before measuring memory
     result.peak_memory_mib = peak_memory_mib(lambda: run(score), device)
@@ -157,3 +157,8 @@ def _rss() -> int:
 def asserting() -> bool:
     """Assert the overhead targets? Only with SDEKIT_ASSERT_OVERHEAD=1: on a loaded machine they measure the load."""
     return os.environ.get("SDEKIT_ASSERT_OVERHEAD", "") not in ("", "0")
+
+
+def _inference(run: Run, score: ScoreFn) -> object:
+    with torch.inference_mode():
+        return run(score)
