@@ -258,6 +258,19 @@ class VPSDE(LinearSDE):
     def diffusion_squared(self, t: Tensor) -> Tensor:
         return self.beta(t)
 
+    def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        """Closed form: λ gives log α² (:meth:`_log_abar_from_log_snr`), which gives t."""
+        return self._t_from_log_abar(self._log_abar_from_log_snr(log_snr.double())).clamp(0.0, self.T)
+
+    def _log_abar_from_log_snr(self, lam: Tensor) -> Tensor:
+        """log α² from λ = ½ log(α²/(1 − α²)): α² = sigmoid(2λ)."""
+        return torch.nn.functional.logsigmoid(2 * lam)
+
+    def _t_from_log_abar(self, log_abar: Tensor) -> Tensor:
+        """Root of ½Δβ t² + β_min t + log α² = 0, in the form that does not cancel."""
+        delta = self.beta_max - self.beta_min
+        return -2 * log_abar / (self.beta_min + (self.beta_min**2 - 2 * delta * log_abar).sqrt())
+
     def transition(self, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
         """(a, v) with v = β_step = 1 − ᾱ(t)/ᾱ(t') computed by expm1: in (0, 1) for t > t'."""
         two_delta = 2 * (self.log_mean_coeff(t) - self.log_mean_coeff(t_next))
@@ -280,6 +293,10 @@ class SubVPSDE(VPSDE):
 
     def transition(self, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
         return LinearSDE.transition(self, t, t_next)
+
+    def _log_abar_from_log_snr(self, lam: Tensor) -> Tensor:
+        """λ = log(α/(1 − α²)): α is the positive root of e^λ α² + α − e^λ = 0 (stable form)."""
+        return 2 * (2 / (1 + (1 + 4 * (2 * lam).exp()).sqrt())).log() + 2 * lam
 
     def discretize(self, x: Tensor, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
         return SDE.discretize(self, x, t, t_next)
@@ -378,6 +395,13 @@ class DiscreteVPSDE(VPSDE):
         index, frac = self._interval(t)
         log_abar = self._table("log_abar", t.device)
         return 0.5 * torch.lerp(log_abar[index], log_abar[index + 1], frac)
+
+    def _t_from_log_abar(self, log_abar: Tensor) -> Tensor:
+        """Invert the piecewise-linear log ᾱ(t): find its interval in the table, then interpolate."""
+        table = self._log_abar.to(log_abar.device)
+        index = torch.searchsorted(-table, -log_abar).clamp(1, self.num_timesteps) - 1
+        low, high = table[index], table[index + 1]
+        return (index + (log_abar - low) / (high - low)) / self.num_timesteps
 
     def _table(self, name: str, device: torch.device) -> Tensor:
         """The schedule table on ``device``, copied there once (a copy per call would cost a transfer)."""

@@ -73,15 +73,14 @@ from torch.utils._pytree import tree_flatten
 
 from sdekit import VESDE, VPSDE, ode_sample, pc_sample, sample
 from sdekit.sampling import SampleInfo, ode_methods, sde_methods
-from sdekit.sde import DiscreteVPSDE, linear_betas
+from sdekit.sde import linear_betas
 from sdekit.solvers import CORRECTORS
 from sdekit.solvers.adaptive_ode import TABLEAUS
 
-from conftest import GenericVP
+from conftest import GenericVP, gaussian_score
 
 SHAPE = (8, 3)
 STEPS = 6
-MEAN, VAR = 0.5, 0.25
 SDES: dict[str, Callable[[], Any]] = {
     "vp": VPSDE,
     "ve": VESDE,
@@ -98,30 +97,6 @@ FIXED_ODE = tuple(m for m in ode_methods() if m not in TABLEAUS)
 PC_CORRECTORS = tuple(c for c in CORRECTORS.names() if c != "none")
 #: Methods that need a LinearSDE (Gaussian kernel): not run on the generic SDE.
 LINEAR_ONLY = {"ancestral", "dpmpp_2m_sde", "dpmpp_2m", "dpmpp_3m", "annealed_langevin"}
-
-
-# --- the exact score of Gaussian data: no read-back of its own ------------------------------------------------------
-
-
-def gaussian_score(sde: Any) -> Callable[[Tensor, Tensor], Tensor]:
-    """Exact score of N(MEAN, VAR I) data pushed through a linear SDE; pure tensor arithmetic.
-
-    For a DiscreteVPSDE the continuous VP schedule stands in (close to DDPM's linear one): the
-    discrete schedule copies its CPU table to the device on every call, a sync of the score's own
-    that would hide the sampler's behaviour on CUDA. Exactness does not matter here, finiteness does.
-    """
-    if isinstance(sde, GenericVP):
-        sde = sde.inner
-    if isinstance(sde, DiscreteVPSDE):
-        sde = VPSDE()
-
-    def score(x: Tensor, t: Tensor) -> Tensor:
-        t64 = t.double()
-        alpha = sde.mean_coeff(t64).view(-1, *[1] * (x.ndim - 1))
-        total = (alpha**2 * VAR + sde.std(t64).view_as(alpha) ** 2).to(x.dtype)
-        return -(x - alpha.to(x.dtype) * MEAN) / total
-
-    return score
 
 
 # --- recording read-backs -------------------------------------------------------------------------------------------

@@ -8,25 +8,12 @@ import pytest
 import torch
 
 from sdekit import VESDE, VPSDE, SubVPSDE, ode_sample, pc_sample, sample
-from sdekit.sde import LinearSDE
 from sdekit.solvers import CORRECTORS, PREDICTORS
 
-from conftest import GenericVP
+from conftest import GenericVP, gaussian_score
 
 SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(sigma_min=0.01, sigma_max=5.0)}
 PAIRS = [(p, c) for p in PREDICTORS.names() for c in CORRECTORS.names()]
-
-
-def gaussian_score(sde: LinearSDE, mean: float = 0.5, var: float = 0.25):
-    """Exact score of N(mean, var I) data pushed through a linear SDE."""
-
-    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t64 = t.double()
-        alpha = sde.mean_coeff(t64).view(-1, *[1] * (x.ndim - 1))
-        total = (alpha**2 * var + sde.std(t64).view_as(alpha) ** 2).to(x.dtype)
-        return -(x - alpha.to(x.dtype) * mean) / total
-
-    return score
 
 
 class Counting:
