@@ -68,7 +68,7 @@ class PredictionScore(torch.nn.Module, abc.ABC):
         labels = labels.to(x.device).expand(x.shape[0]).contiguous()
         out = call_network(self.network_name, self.model, x, labels, {**self.model_kwargs, **kwargs})
         level = level.to(x.device)
-        return self.convert(out, x, self.sde.mean_coeff(level), self.sde.std(level))
+        return self.convert(out, x, *self.sde.kernel(level))
 
     @abc.abstractmethod
     def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:

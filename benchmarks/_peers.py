@@ -42,14 +42,8 @@ def k_diffusion_sampling() -> tuple[types.ModuleType | None, str]:
     utils.append_dims = append_dims  # the only k_diffusion.utils function sampling.py uses
     package.utils = utils
     sys.modules[name], sys.modules[f"{name}.utils"] = package, utils
-    path = f"{package.__path__[0]}/sampling.py"
-    loader_spec = importlib.util.spec_from_file_location(f"{name}.sampling", path)
-    assert loader_spec is not None and loader_spec.loader is not None
-    module = importlib.util.module_from_spec(loader_spec)
-    sys.modules[loader_spec.name] = module
-    try:
-        loader_spec.loader.exec_module(module)
-    except Exception as error:
+    module, error = _load_by_path(package, "sampling")
+    if module is None:
         return None, f"k_diffusion.sampling failed to load by path ({error}); package import: {package_error}"
     return module, f"sampling.py by file path (package import: {package_error})"
 
@@ -68,13 +62,21 @@ def k_diffusion_external() -> tuple[types.ModuleType | None, str]:
         return None, why
     package = sys.modules[_NAME]
     package.sampling = sampling  # type: ignore[attr-defined]
-    path = f"{package.__path__[0]}/external.py"
-    loader_spec = importlib.util.spec_from_file_location(f"{_NAME}.external", path)
+    module, error = _load_by_path(package, "external")
+    if module is None:
+        return None, f"k_diffusion.external failed to load by path ({error})"
+    return module, "external.py by file path"
+
+
+def _load_by_path(package: types.ModuleType, name: str) -> tuple[types.ModuleType | None, Exception | None]:
+    """Execute ``<package dir>/<name>.py`` as the submodule ``package.name``."""
+    path = f"{package.__path__[0]}/{name}.py"
+    loader_spec = importlib.util.spec_from_file_location(f"{package.__name__}.{name}", path)
     assert loader_spec is not None and loader_spec.loader is not None
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[loader_spec.name] = module
     try:
         loader_spec.loader.exec_module(module)
     except Exception as error:
-        return None, f"k_diffusion.external failed to load by path ({error})"
-    return module, "external.py by file path"
+        return None, error
+    return module, None

@@ -159,6 +159,10 @@ class LinearSDE(SDE):
         """α(t) in float64."""
         return self.log_mean_coeff(t).exp()
 
+    def kernel(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(α(t), σ(t)) in float64: the kernel's mean coefficient and std in one call."""
+        return self.mean_coeff(t), self.std(t)
+
     def log_snr(self, t: Tensor) -> Tensor:
         """λ(t) = log(α(t)/σ(t)) in float64; strictly decreasing in t."""
         return self.log_mean_coeff(t) - self.std(t).log()
@@ -250,7 +254,15 @@ class VPSDE(LinearSDE):
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
     def std(self, t: Tensor) -> Tensor:
-        return (-torch.expm1(2 * self.log_mean_coeff(t))).sqrt()
+        return self._std_from_log_mean(self.log_mean_coeff(t))
+
+    def kernel(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        log_mean = self.log_mean_coeff(t)  # once: σ is a function of α
+        return log_mean.exp(), self._std_from_log_mean(log_mean)
+
+    def _std_from_log_mean(self, log_mean: Tensor) -> Tensor:
+        """σ = √(1 − α²)."""
+        return (-torch.expm1(2 * log_mean)).sqrt()
 
     def drift_coeff(self, t: Tensor) -> Tensor:
         return -0.5 * self.beta(t)
@@ -263,8 +275,9 @@ class VPSDE(LinearSDE):
         return self._t_from_log_abar(self._log_abar_from_log_snr(log_snr.double())).clamp(0.0, self.T)
 
     def _log_abar_from_log_snr(self, lam: Tensor) -> Tensor:
-        """log α² from λ = ½ log(α²/(1 − α²)): α² = sigmoid(2λ)."""
-        return torch.nn.functional.logsigmoid(2 * lam)
+        """log α² from λ = ½ log(α²/(1 − α²)): α² = sigmoid(2λ), so log α² = −log(1 + e^{−2λ}), stably."""
+        z = 2 * lam
+        return -(torch.log1p(torch.exp(-z.abs())) + (-z).clamp_min(0))
 
     def _t_from_log_abar(self, log_abar: Tensor) -> Tensor:
         """Root of ½Δβ t² + β_min t + log α² = 0, in the form that does not cancel."""
@@ -285,8 +298,9 @@ class VPSDE(LinearSDE):
 class SubVPSDE(VPSDE):
     """Sub-VP SDE: the VP drift with g(t)² = β(t)(1 − α(t)⁴); std σ(t) = 1 − α(t)² (no square root)."""
 
-    def std(self, t: Tensor) -> Tensor:
-        return -torch.expm1(2 * self.log_mean_coeff(t))
+    def _std_from_log_mean(self, log_mean: Tensor) -> Tensor:
+        """σ = 1 − α²."""
+        return -torch.expm1(2 * log_mean)
 
     def diffusion_squared(self, t: Tensor) -> Tensor:
         return self.beta(t) * -torch.expm1(4 * self.log_mean_coeff(t))

@@ -342,6 +342,18 @@ def test_t_from_log_snr_inverts_log_snr(sde: LinearSDE, data: st.DataObject) -> 
     torch.testing.assert_close(sde.log_snr(back), lam, rtol=1e-10, atol=1e-10)
 
 
+@settings(max_examples=40, deadline=None)
+@given(sde=linear_sdes(), data=st.data())
+def test_closed_form_inverse_matches_bisection_and_kernel_matches_its_parts(sde: LinearSDE, data: st.DataObject):
+    """VP, sub-VP and discrete VP invert λ in closed form; the generic bisection is the reference."""
+    t = data.draw(times_like(8, low=1e-4, high=1.0))
+    lam = sde.log_snr(t)
+    torch.testing.assert_close(sde.t_from_log_snr(lam), LinearSDE.t_from_log_snr(sde, lam), rtol=1e-9, atol=1e-11)
+    alpha, sigma = sde.kernel(t)
+    torch.testing.assert_close(alpha, sde.mean_coeff(t), rtol=1e-14, atol=0)
+    torch.testing.assert_close(sigma, sde.std(t), rtol=1e-14, atol=0)
+
+
 @settings(max_examples=30, deadline=None)
 @given(sde=linear_sdes())
 def test_log_snr_strictly_decreasing(sde: LinearSDE) -> None:

@@ -14,6 +14,8 @@ samples come out noisy, raise it if they stay blurry.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -98,20 +100,14 @@ class PerSampleLangevin(Langevin):
 class AnnealedLangevin(Corrector):
     """NCSN's annealed Langevin dynamics: ε = 2a(r σ(t))², independent of the score's norm."""
 
-    def __init__(
-        self,
-        sde: SDE,
-        score: ScoreFn,
-        grid: Tensor,
-        generator: torch.Generator | None = None,
-        *,
-        snr: float = 0.16,
-    ) -> None:
-        if not isinstance(sde, LinearSDE):
-            raise TypeError(f"corrector 'annealed_langevin' needs a LinearSDE (it uses σ(t)), got {type(sde).__name__}")
-        super().__init__(sde, score, grid, generator, snr=snr)
-        step_size = 2 * torch.tensor(self.alpha_ratio, dtype=torch.float64) * (self.snr * sde.std(self.t_next)) ** 2
-        self.step_size = step_size.tolist()
+    needs_linear_sde = True
+
+    @functools.cached_property
+    def step_size(self) -> list[float]:
+        """ε_i = 2 a_i (r σ(t_{i+1}))² per step."""
+        assert isinstance(self.sde, LinearSDE)  # needs_linear_sde
+        alpha_ratio = torch.tensor(self.alpha_ratio, dtype=torch.float64)
+        return (2 * alpha_ratio * (self.snr * self.sde.std(self.t_next)) ** 2).tolist()
 
     def step(self, x: Tensor, i: int) -> Tensor:
         score, step_size = self.score(x, self.times[i + 1]), self.step_size[i]

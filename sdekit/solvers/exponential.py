@@ -110,6 +110,7 @@ class ExponentialMultistep(GridStepper):
     midpoint: ClassVar[bool] = False
     #: The grid a sampler uses when the user gives none: these methods are built for steps uniform in λ.
     default_grid: ClassVar[str] = "log_snr"
+    needs_linear_sde = True
 
     def __init__(
         self,
@@ -120,12 +121,9 @@ class ExponentialMultistep(GridStepper):
         *,
         lower_order_final: bool = True,
     ) -> None:
-        if not isinstance(sde, LinearSDE):
-            raise TypeError(
-                f"{type(self).__name__} needs a LinearSDE (Gaussian kernel with log-SNR), got {type(sde).__name__}"
-            )
         super().__init__(sde, score, grid, generator)
         self.lower_order_final = lower_order_final
+        assert isinstance(sde, LinearSDE)  # needs_linear_sde
         self.plan = self._coefficients(sde, torch.cat([self.t, self.t_next[-1:]]))
         self._history: list[Tensor] = []  # x̂₀ at the latest grid times, most recent first
 
@@ -145,7 +143,8 @@ class ExponentialMultistep(GridStepper):
 
     def _coefficients(self, sde: LinearSDE, times: Tensor) -> list[_StepCoefficients]:
         """Every step's coefficients from the grid's (λ, α, σ), float64, as Python floats."""
-        lam, alpha, sigma = sde.log_snr(times), sde.mean_coeff(times), sde.std(times)
+        alpha, sigma = sde.kernel(times)
+        lam = alpha.log() - sigma.log()
         h = lam[1:] - lam[:-1]
         # weights[k][i − k + 1]: the order-k history weights of step i (for every i ≥ k − 1), times α'.
         weights = {}

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from sdekit.reverse import ScoreFn
-from sdekit.sde import SDE
+from sdekit.sde import SDE, LinearSDE
 
 __all__ = ["GridStepper", "weighted_sum"]
 
@@ -29,12 +29,17 @@ class GridStepper:
     ``grid`` is float64 on the state's device. ``self.times[i]`` is t_i as a ``(1,)`` tensor
     (the time shared by the batch, as the score receives it), ``self.t`` and ``self.t_next``
     the step's start and end times on the CPU, float64 ``(N,)``, for computing coefficients.
-    ``nfe_per_step`` is the number of score calls a step makes.
+    ``nfe_per_step`` is the number of score calls a step makes; ``needs_linear_sde`` makes the
+    constructor refuse an SDE without a Gaussian kernel.
     """
 
     nfe_per_step: ClassVar[int] = 1
+    #: Methods built on the Gaussian kernel (α, σ, log-SNR) refuse other SDEs at construction.
+    needs_linear_sde: ClassVar[bool] = False
 
     def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+        if self.needs_linear_sde and not isinstance(sde, LinearSDE):
+            raise TypeError(f"{type(self).__name__} needs a LinearSDE (Gaussian kernel), got {type(sde).__name__}")
         if grid.ndim != 1 or grid.shape[0] < 2:
             raise ValueError(f"grid must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}")
         self.sde = sde

@@ -13,8 +13,6 @@ transitions) and ``reverse_diffusion`` are the most robust at few steps;
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import Tensor
 
@@ -38,11 +36,7 @@ class Predictor(GridStepper):
     ``needs_linear_sde``).
     """
 
-    needs_linear_sde: ClassVar[bool] = False
-
     def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
-        if self.needs_linear_sde and not isinstance(sde, LinearSDE):
-            raise TypeError(f"{type(self).__name__} needs a LinearSDE (Gaussian kernel), got {type(sde).__name__}")
         super().__init__(sde, score, grid, generator)
         self.rsde = reverse(sde, score)
         self.affine: list[tuple[float, float, float]] | None = None
