@@ -271,8 +271,23 @@ class VPSDE(LinearSDE):
         return self.beta(t)
 
     def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
-        """Closed form: λ gives log α² (:meth:`_log_abar_from_log_snr`), which gives t."""
-        return self._t_from_log_abar(self._log_abar_from_log_snr(log_snr.double())).clamp(0.0, self.T)
+        """Closed form for the built-in schedules: λ gives log α² (:meth:`_log_abar_from_log_snr`),
+        which gives t; a subclass with a schedule of its own gets the generic bisection."""
+        if not self._closed_form_inverse():
+            return LinearSDE.t_from_log_snr(self, log_snr)
+        log_abar = self._log_abar_from_log_snr(log_snr.double())
+        floor = 2 * float(self.log_mean_coeff(torch.tensor([self.T], dtype=torch.float64))) - 1.0
+        return self._t_from_log_abar(log_abar.clamp_min(floor)).clamp(0.0, self.T)  # λ = −∞ → T, not NaN
+
+    def _closed_form_inverse(self) -> bool:
+        """Whether this class's α and σ are one of the pairs the closed forms invert."""
+        cls = type(self)
+        pairs = {
+            (VPSDE.log_mean_coeff, VPSDE._std_from_log_mean),
+            (VPSDE.log_mean_coeff, SubVPSDE._std_from_log_mean),
+            (DiscreteVPSDE.log_mean_coeff, VPSDE._std_from_log_mean),
+        }
+        return cls.std is VPSDE.std and (cls.log_mean_coeff, cls._std_from_log_mean) in pairs
 
     def _log_abar_from_log_snr(self, lam: Tensor) -> Tensor:
         """log α² from λ = ½ log(α²/(1 − α²)): α² = sigmoid(2λ), so log α² = −log(1 + e^{−2λ}), stably."""
@@ -309,8 +324,16 @@ class SubVPSDE(VPSDE):
         return LinearSDE.transition(self, t, t_next)
 
     def _log_abar_from_log_snr(self, lam: Tensor) -> Tensor:
-        """λ = log(α/(1 − α²)): α is the positive root of e^λ α² + α − e^λ = 0 (stable form)."""
-        return 2 * (2 / (1 + (1 + 4 * (2 * lam).exp()).sqrt())).log() + 2 * lam
+        """λ = log(α/(1 − α²)): α is the positive root of e^λ α² + α − e^λ = 0.
+
+        For λ > 0, with w = e^{−λ}: 1/α = 1 + (w + w²/(√(w² + 4) + 2))/2 (no cancellation as α → 1);
+        for λ ≤ 0, with v = e^λ: α = 2v/(1 + √(1 + 4v²)).
+        """
+        w = torch.exp(-lam.clamp_min(0))
+        positive = -2 * torch.log1p((w + w**2 / ((w**2 + 4).sqrt() + 2)) / 2)
+        v = torch.exp(lam.clamp_max(0))
+        negative = 2 * (math.log(2) + lam.clamp_max(0) - torch.log1p((1 + 4 * v**2).sqrt()))
+        return torch.where(lam > 0, positive, negative)
 
     def discretize(self, x: Tensor, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
         return SDE.discretize(self, x, t, t_next)
@@ -412,7 +435,7 @@ class DiscreteVPSDE(VPSDE):
 
     def _t_from_log_abar(self, log_abar: Tensor) -> Tensor:
         """Invert the piecewise-linear log ᾱ(t): find its interval in the table, then interpolate."""
-        table = self._log_abar.to(log_abar.device)
+        table = self._table("log_abar", log_abar.device)
         index = torch.searchsorted(-table, -log_abar).clamp(1, self.num_timesteps) - 1
         low, high = table[index], table[index + 1]
         return (index + (log_abar - low) / (high - low)) / self.num_timesteps
@@ -420,10 +443,14 @@ class DiscreteVPSDE(VPSDE):
     def _table(self, name: str, device: torch.device) -> Tensor:
         """The schedule table on ``device``, copied there once (a copy per call would cost a transfer)."""
         key = (name, device)
-        if key not in self._device_tables:
-            table = self._log_abar if name == "log_abar" else self._betas_continuous()
-            self._device_tables[key] = table.to(device)
-        return self._device_tables[key]
+        cache = self.__dict__.setdefault("_device_tables", {})
+        if key not in cache:
+            cache[key] = (self._log_abar if name == "log_abar" else self._betas_continuous()).to(device)
+        return cache[key]
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle without the per-device copies (a CUDA copy must not travel to a CPU-only process)."""
+        return {key: value for key, value in self.__dict__.items() if key != "_device_tables"}
 
     def __repr__(self) -> str:
         return f"DiscreteVPSDE(num_timesteps={self.num_timesteps})"

@@ -346,12 +346,24 @@ def test_t_from_log_snr_inverts_log_snr(sde: LinearSDE, data: st.DataObject) -> 
 @given(sde=linear_sdes(), data=st.data())
 def test_closed_form_inverse_matches_bisection_and_kernel_matches_its_parts(sde: LinearSDE, data: st.DataObject):
     """VP, sub-VP and discrete VP invert λ in closed form; the generic bisection is the reference."""
-    t = data.draw(times_like(8, low=1e-4, high=1.0))
+    t = data.draw(times_like(8, low=1e-9, high=1.0))
     lam = sde.log_snr(t)
-    torch.testing.assert_close(sde.t_from_log_snr(lam), LinearSDE.t_from_log_snr(sde, lam), rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(sde.t_from_log_snr(lam), LinearSDE.t_from_log_snr(sde, lam), rtol=1e-9, atol=1e-15)
     alpha, sigma = sde.kernel(t)
     torch.testing.assert_close(alpha, sde.mean_coeff(t), rtol=1e-14, atol=0)
     torch.testing.assert_close(sigma, sde.std(t), rtol=1e-14, atol=0)
+
+
+def test_inverse_of_a_subclass_schedule_falls_back_to_bisection_and_infinite_log_snr_maps_to_the_ends():
+    class CosineVP(VPSDE):  # a schedule of its own: the closed form of VP's linear β does not apply
+        def log_mean_coeff(self, t):
+            return torch.log(torch.cos(1.5 * t))
+
+    sde, t = CosineVP(), torch.tensor([0.01, 0.3, 0.7, 0.95], dtype=F64)
+    torch.testing.assert_close(sde.t_from_log_snr(sde.log_snr(t)), t, rtol=1e-10, atol=0)
+    for closed in (VPSDE(), SubVPSDE(), VPSDE.from_betas(linear_betas(50))):
+        ends = closed.t_from_log_snr(torch.tensor([math.inf, -math.inf], dtype=F64))
+        assert ends.tolist() == [0.0, closed.T]
 
 
 @settings(max_examples=30, deadline=None)

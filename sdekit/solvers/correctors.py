@@ -14,7 +14,7 @@ samples come out noisy, raise it if they stay blurry.
 
 from __future__ import annotations
 
-import functools
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -70,9 +70,10 @@ class Langevin(Corrector):
     def step(self, x: Tensor, i: int) -> Tensor:
         score = self.score(x, self.times[i + 1])
         noise = gaussian_like(x, self.generator)
-        step_size = batch_view(2 * self.alpha_ratio[i] * (self.snr * self._norm_ratio(noise, score)) ** 2, x)
-        # x + ε s + √(2ε) z, accumulated in the noise buffer.
-        return noise.mul_(step_size.mul(2).sqrt_()).addcmul_(score, step_size).add_(x)
+        step_size = 2 * self.alpha_ratio[i] * (self.snr * self._norm_ratio(noise, score)) ** 2  # float64
+        # x + ε s + √(2ε) z, accumulated in the noise buffer (√(2ε) taken in float64: ε may be subnormal in half).
+        noise.mul_(batch_view((2 * step_size).sqrt(), x))
+        return noise.addcmul_(score, batch_view(step_size, x)).add_(x)
 
     def _norm_ratio(self, noise: Tensor, score: Tensor) -> Tensor:
         """mean‖z‖ / mean‖s‖ over the batch, float64, shape (1,)."""
@@ -102,12 +103,12 @@ class AnnealedLangevin(Corrector):
 
     needs_linear_sde = True
 
-    @functools.cached_property
-    def step_size(self) -> list[float]:
-        """ε_i = 2 a_i (r σ(t_{i+1}))² per step."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         assert isinstance(self.sde, LinearSDE)  # needs_linear_sde
         alpha_ratio = torch.tensor(self.alpha_ratio, dtype=torch.float64)
-        return (2 * alpha_ratio * (self.snr * self.sde.std(self.t_next)) ** 2).tolist()
+        #: ε_i = 2 a_i (r σ(t_{i+1}))² per step, computed before the first step.
+        self.step_size = (2 * alpha_ratio * (self.snr * self.sde.std(self.t_next)) ** 2).tolist()
 
     def step(self, x: Tensor, i: int) -> Tensor:
         score, step_size = self.score(x, self.times[i + 1]), self.step_size[i]

@@ -155,12 +155,12 @@ class ExponentialMultistep(GridStepper):
             weights[k] *= alpha[n + 1, None]
         decay = (sigma[1:] / sigma[:-1] * torch.exp(-self.eta * h)).tolist()
         noise_std = (sigma[1:] * (-torch.expm1(-2 * self.eta * h)).sqrt()).tolist()
-        inv_alpha, sigma2 = (1 / alpha).tolist(), (sigma**2 / alpha).tolist()
+        inv_alpha, sigma2_over_alpha = (1 / alpha).tolist(), (sigma**2 / alpha).tolist()
         plan = []
         for i in range(self.steps):
             order = self.order_at(i)
             history_weights = tuple(weights[order][i - order + 1].tolist())
-            plan.append(_StepCoefficients(inv_alpha[i], sigma2[i], decay[i], history_weights, noise_std[i]))
+            plan.append(_StepCoefficients(inv_alpha[i], sigma2_over_alpha[i], decay[i], history_weights, noise_std[i]))
         return plan
 
     def step(self, x: Tensor, i: int) -> Tensor:

@@ -40,6 +40,8 @@ class GridStepper:
     def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
         if self.needs_linear_sde and not isinstance(sde, LinearSDE):
             raise TypeError(f"{type(self).__name__} needs a LinearSDE (Gaussian kernel), got {type(sde).__name__}")
+        if not isinstance(grid, Tensor):
+            raise TypeError(f"grid must be a 1-D tensor of times, got {type(grid).__name__}")
         if grid.ndim != 1 or grid.shape[0] < 2:
             raise ValueError(f"grid must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}")
         self.sde = sde

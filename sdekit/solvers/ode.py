@@ -35,6 +35,11 @@ class ExplicitRungeKutta(GridStepper):
     c: ClassVar[tuple[float, ...]]
     order: ClassVar[int]
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "b" in vars(cls):
+            cls.nfe_per_step = len(cls.b)  # one score call per stage
+
     def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
         super().__init__(sde, score, grid, generator)
         self.flow = probability_flow(sde, score)
@@ -44,16 +49,18 @@ class ExplicitRungeKutta(GridStepper):
         self.stage_times = [row.split(1) for row in stage_t.to(grid.device)]
         self.linear: list[list[tuple[float, float]]] | None = None
         if isinstance(sde, LinearSDE):
-            f, half_g2 = sde.drift_coeff(stage_t), -0.5 * sde.diffusion_squared(stage_t)
-            self.linear = [list(zip(*row, strict=True)) for row in zip(f.tolist(), half_g2.tolist(), strict=True)]
+            flat = stage_t.reshape(-1)  # schedules take 1-D times
+            f = sde.drift_coeff(flat).reshape(stage_t.shape).tolist()
+            minus_half_g2 = (-0.5 * sde.diffusion_squared(flat)).reshape(stage_t.shape).tolist()
+            self.linear = [list(zip(*row, strict=True)) for row in zip(f, minus_half_g2, strict=True)]
 
     def velocity(self, x: Tensor, i: int, stage: int) -> Tensor:
         """The flow's drift at stage ``stage`` of step ``i``."""
         t = self.stage_times[i][stage]
         if self.linear is None:
             return self.flow.drift(x, t)
-        f, half_g2 = self.linear[i][stage]
-        return weighted_sum([(f, x), (half_g2, self.score(x, t))])
+        f, minus_half_g2 = self.linear[i][stage]
+        return weighted_sum([(f, x), (minus_half_g2, self.score(x, t))])
 
     def step(self, x: Tensor, i: int) -> Tensor:
         dt = self.delta[i]
@@ -76,7 +83,6 @@ class Euler(ExplicitRungeKutta):
     b = (1.0,)
     c = (0.0,)
     order = 1
-    nfe_per_step = 1
 
 
 @ODE_METHODS.register("heun")
@@ -87,7 +93,6 @@ class Heun(ExplicitRungeKutta):
     b = (0.5, 0.5)
     c = (0.0, 1.0)
     order = 2
-    nfe_per_step = 2
 
 
 @ODE_METHODS.register("rk4")
@@ -98,4 +103,3 @@ class RK4(ExplicitRungeKutta):
     b = (1 / 6, 1 / 3, 1 / 3, 1 / 6)
     c = (0.0, 0.5, 0.5, 1.0)
     order = 4
-    nfe_per_step = 4

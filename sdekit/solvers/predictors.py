@@ -40,7 +40,7 @@ class Predictor(GridStepper):
         super().__init__(sde, score, grid, generator)
         self.rsde = reverse(sde, score)
         self.affine: list[tuple[float, float, float]] | None = None
-        if isinstance(sde, LinearSDE):
+        if isinstance(sde, LinearSDE) and self.nfe_per_step:
             a, b, c = self.coefficients(sde, self.t, self.t_next)
             self.affine = list(zip(a.tolist(), b.tolist(), c.tolist(), strict=True))
 
@@ -131,7 +131,3 @@ class NoPredictor(Predictor):
 
     def step(self, x: Tensor, i: int) -> Tensor:
         return x
-
-    def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
-        one = torch.ones_like(t)
-        return one, 0 * one, 0 * one

@@ -27,7 +27,8 @@ class CountedScore:
 
     ``autocast`` (``torch.float16`` or ``torch.bfloat16``) runs the score under
     ``torch.autocast`` and casts its result back to the state's dtype: mixed precision for
-    the network, float32 for the solver. ``compile=True`` wraps the score in
+    the network, float32 for the solver. (Autocast leaves float64 computations alone, and
+    float16 is mainly for CUDA; on CPU prefer bfloat16.) ``compile=True`` wraps the score in
     ``torch.compile`` at the first call — on CUDA with ``mode="reduce-overhead"``, which
     replays the network as a CUDA graph — and a mapping is passed to ``torch.compile`` as
     its options. Compiling pays off for long runs of one shape; the first call takes
@@ -70,7 +71,8 @@ def _compiled(score: ScoreFn, options: bool | Mapping[str, Any], device: torch.d
     """``torch.compile(score)`` with the given options, or sdekit's defaults for ``True``."""
     if isinstance(options, Mapping):
         return torch.compile(score, **options)
-    return torch.compile(score, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
+    # dynamic=None: static shapes first, dynamic after a change (the adaptive SDE solver shrinks its batch).
+    return torch.compile(score, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def _check_output(out: object, x: Tensor) -> None:
