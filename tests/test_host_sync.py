@@ -392,6 +392,25 @@ def test_adaptive_sde_reads_back_once_per_iteration(sde_name):
 ODE_TOL = {"dopri5": 1e-5, "bosh3": 1e-4}
 
 
+def run_adaptive_ode(sde: Any, method: str, sync_every: int | None, score: Any, device: str) -> tuple[Tensor, Any]:
+    """``ode_sample`` with an adaptive pair at the tolerance of :data:`ODE_TOL`, on ``device``."""
+    options = {} if sync_every is None else {"sync_every": sync_every}
+    tol = ODE_TOL.get(method, 1e-4)
+    return ode_sample(
+        sde,
+        score,
+        SHAPE,
+        method=method,
+        rtol=tol,
+        atol=tol,
+        denoise=False,
+        generator=torch.Generator(device=device).manual_seed(0),
+        device=device,
+        return_info=True,
+        **options,
+    )
+
+
 def check_check_points(recorder: Any, nfe: int, method: str, sync_every: int) -> None:
     """Read-backs only at iteration boundaries, at most ``sync_every`` iterations apart, and at fewer iterations
     than all when ``sync_every`` > 1. Before its first iteration the solver makes 2 score calls: f(t0, y0) and
@@ -421,21 +440,8 @@ def check_check_points(recorder: Any, nfe: int, method: str, sync_every: int) ->
 def test_adaptive_ode_reads_back_at_check_points_only(sde_name, method, sync_every):
     sde = SDES[sde_name]()
     recorder = ReadBackRecorder()
-    options = {} if sync_every is None else {"sync_every": sync_every}
-    tol = ODE_TOL.get(method, 1e-4)
     with recorder:
-        x, info = ode_sample(
-            sde,
-            recorder.score(gaussian_score(sde)),
-            SHAPE,
-            method=method,
-            rtol=tol,
-            atol=tol,
-            denoise=False,
-            generator=torch.Generator().manual_seed(0),
-            return_info=True,
-            **options,
-        )
+        x, info = run_adaptive_ode(sde, method, sync_every, recorder.score(gaussian_score(sde)), "cpu")
     assert torch.isfinite(x).all()
     check_check_points(recorder, info.nfe, method, 1 if sync_every is None else sync_every)  # default: 1 on CPU
 
@@ -620,21 +626,7 @@ def test_adaptive_sde_syncs_once_per_iteration_cuda(sde_name):
 def test_adaptive_ode_syncs_at_check_points_only_cuda(sde_name, method, sync_every):
     sde = SDES[sde_name]()
     recorder = CudaSyncRecorder()
-    options = {} if sync_every is None else {"sync_every": sync_every}
-    tol = ODE_TOL.get(method, 1e-4)
     with recorder.recording():
-        x, info = ode_sample(
-            sde,
-            recorder.score(gaussian_score(sde)),
-            SHAPE,
-            method=method,
-            rtol=tol,
-            atol=tol,
-            denoise=False,
-            generator=torch.Generator(device=CUDA).manual_seed(0),
-            device=CUDA,
-            return_info=True,
-            **options,
-        )
+        x, info = run_adaptive_ode(sde, method, sync_every, recorder.score(gaussian_score(sde)), CUDA)
     assert x.device.type == CUDA and torch.isfinite(x).all()
     check_check_points(recorder, info.nfe, method, 4 if sync_every is None else sync_every)  # default: 4 on GPUs
