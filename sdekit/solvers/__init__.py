@@ -22,6 +22,7 @@ from sdekit.solvers.ode import ODE_METHODS, RK4, Euler, ExplicitRungeKutta, Heun
 from sdekit.solvers.predictors import (
     PREDICTORS,
     SDE_STEPPERS,
+    AffinePredictor,
     Ancestral,
     EulerMaruyama,
     NoPredictor,
@@ -37,6 +38,7 @@ __all__ = [
     "CORRECTORS",
     "ODE_METHODS",
     "Predictor",
+    "AffinePredictor",
     "Corrector",
     "ExplicitRungeKutta",
     "EulerMaruyama",

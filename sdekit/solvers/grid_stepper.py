@@ -11,6 +11,7 @@ tensor arithmetic and no host synchronisation.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -23,7 +24,7 @@ from sdekit.sde import SDE, LinearSDE
 __all__ = ["GridStepper", "weighted_sum"]
 
 
-class GridStepper:
+class GridStepper(abc.ABC):
     """Holds what every fixed-grid method needs: the SDE, the score, the grid and the generator.
 
     ``grid`` is float64 on the state's device. ``self.times[i]`` is t_i as a ``(1,)`` tensor
@@ -52,9 +53,9 @@ class GridStepper:
         host = grid.detach().double().cpu()
         self.t, self.t_next = host[:-1], host[1:]
 
+    @abc.abstractmethod
     def step(self, x: Tensor, i: int) -> Tensor:
         """The state at t_{i+1} from the state ``x`` at t_i."""
-        raise NotImplementedError
 
 
 def weighted_sum(terms: Sequence[tuple[float, Tensor]], *, into: tuple[float, Tensor] | None = None) -> Tensor:

@@ -3,8 +3,9 @@
 Each predictor is a short class registered by name and built for one run over one
 grid (:class:`~sdekit.solvers.grid_stepper.GridStepper`); ``step(x, i)`` returns the
 state at t_{i+1}. On a :class:`~sdekit.sde.LinearSDE` every predictor's step is affine,
-x' = a_i x + b_i s(x, t_i) + c_i z, and its coefficients are computed once for the whole
-grid (``coefficients``); other SDEs take the general step with their drift and diffusion.
+x' = a_i x + b_i s(x, t_i) + c_i z (:class:`AffinePredictor`), and its coefficients are
+computed once for the whole grid; Euler–Maruyama and reverse diffusion also take other
+SDEs, through their drift and diffusion at every step.
 
 Which to choose: ``ancestral`` (the DDPM posterior step, exact for Gaussian
 transitions) and ``reverse_diffusion`` are the most robust at few steps;
@@ -13,48 +14,60 @@ transitions) and ``reverse_diffusion`` are the most robust at few steps;
 
 from __future__ import annotations
 
+import abc
+import functools
+
 import torch
 from torch import Tensor
 
 from sdekit.checks import batch_view
-from sdekit.reverse import ScoreFn, reverse
+from sdekit.reverse import ReverseSDE, ScoreFn, reverse
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
 from sdekit.solvers.registry import Registry, StepperFactory
 from sdekit.solvers.score_calls import gaussian_like
 
-__all__ = ["Predictor", "PREDICTORS", "SDE_STEPPERS", "EulerMaruyama", "ReverseDiffusion", "Ancestral", "NoPredictor"]
+__all__ = [
+    "Predictor",
+    "AffinePredictor",
+    "PREDICTORS",
+    "SDE_STEPPERS",
+    "EulerMaruyama",
+    "ReverseDiffusion",
+    "Ancestral",
+    "NoPredictor",
+]
 
 Coefficients = tuple[Tensor, Tensor, Tensor]
 
 
 class Predictor(GridStepper):
-    """A reverse-time step for ``sde`` driven by ``score``: affine on a LinearSDE, general otherwise.
+    """A reverse-time step for ``sde`` driven by ``score`` (registered in :data:`PREDICTORS`)."""
+
+
+class AffinePredictor(Predictor):
+    """A predictor whose step on a LinearSDE is x' = a_i x + b_i s(x, t_i) + c_i z.
 
     A subclass gives ``coefficients(sde, t, t_next) -> (a, b, c)`` (float64, vectorised over
-    the grid's steps) for linear SDEs, and ``general_step`` for any other SDE (or sets
-    ``needs_linear_sde``).
+    the grid's steps), computed once for the grid. It needs a LinearSDE unless it also takes
+    other SDEs in a ``step`` of its own (``needs_linear_sde = False``).
     """
+
+    needs_linear_sde = True
 
     def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
         super().__init__(sde, score, grid, generator)
-        self.rsde = reverse(sde, score)
         self.affine: list[tuple[float, float, float]] | None = None
-        if isinstance(sde, LinearSDE) and self.nfe_per_step:
+        if isinstance(sde, LinearSDE):
             a, b, c = self.coefficients(sde, self.t, self.t_next)
             self.affine = list(zip(a.tolist(), b.tolist(), c.tolist(), strict=True))
 
+    @abc.abstractmethod
     def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
         """(a, b, c) of x' = a x + b s(x, t) + c z for each step, float64 ``(N,)``."""
-        raise NotImplementedError
-
-    def general_step(self, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
-        """The step for an SDE that is not linear, at ``(1,)`` times."""
-        raise NotImplementedError
 
     def step(self, x: Tensor, i: int) -> Tensor:
-        if self.affine is None:
-            return self.general_step(x, self.times[i], self.times[i + 1])
+        assert self.affine is not None, "a LinearSDE was checked at construction"
         a, b, c = self.affine[i]
         score = self.score(x, self.times[i])
         return weighted_sum([(a, x), (b, score)], into=(c, gaussian_like(x, self.generator)))
@@ -73,40 +86,55 @@ def _scale(coefficient: Tensor, x: Tensor) -> Tensor:
 
 
 @PREDICTORS.register("euler_maruyama")
-class EulerMaruyama(Predictor):
-    """x' = x − h[f − g² s] + g √h z, with h = t − t'. First order (weak)."""
+class EulerMaruyama(AffinePredictor):
+    """x' = x − h[f − g² s] + g √h z, with h = t − t'. First order (weak). Any SDE."""
+
+    needs_linear_sde = False
 
     def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
         h, g2 = t - t_next, sde.diffusion_squared(t)
         return 1 - h * sde.drift_coeff(t), h * g2, (g2 * h).sqrt()
 
-    def general_step(self, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
-        h = batch_view(t - t_next, x)
+    def step(self, x: Tensor, i: int) -> Tensor:
+        if self.affine is not None:
+            return super().step(x, i)
+        t = self.times[i]
+        h = batch_view(t - self.times[i + 1], x)
         g = _scale(self.rsde.diffusion(t, x), x)
         return x - h * self.rsde.drift(x, t) + g * h.sqrt() * gaussian_like(x, self.generator)
 
+    @functools.cached_property
+    def rsde(self) -> ReverseSDE:
+        """The reverse SDE, for the general (non-linear SDE) step."""
+        return reverse(self.sde, self.score)
+
 
 @PREDICTORS.register("reverse_diffusion")
-class ReverseDiffusion(Predictor):
+class ReverseDiffusion(AffinePredictor):
     """Reverse the forward chain x_t = x_t' + f_i + G_i z: x' = x − f_i + G_i² s + G_i z.
 
     (f_i, G_i) come from ``sde.discretize``: DDPM's chain with the step's own β for
-    VP, SMLD's for VE, Euler–Maruyama otherwise.
+    VP, SMLD's for VE, Euler–Maruyama otherwise. Any SDE.
     """
+
+    needs_linear_sde = False
 
     def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
         # A linear SDE's f_i is linear in x: discretizing x = 1 gives its coefficient.
         f_i, G_i = sde.discretize(torch.ones(t.shape[0], 1, dtype=torch.float64), t, t_next)
         return 1 - f_i[:, 0], G_i**2, G_i
 
-    def general_step(self, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
-        f_i, G_i = self.sde.discretize(x, t, t_next)
+    def step(self, x: Tensor, i: int) -> Tensor:
+        if self.affine is not None:
+            return super().step(x, i)
+        t = self.times[i]
+        f_i, G_i = self.sde.discretize(x, t, self.times[i + 1])
         G = _scale(G_i, x)
         return x - f_i + G**2 * self.score(x, t) + G * gaussian_like(x, self.generator)
 
 
 @PREDICTORS.register("ancestral")
-class Ancestral(Predictor):
+class Ancestral(AffinePredictor):
     """Sample the Gaussian posterior of x_t' given x_t, with x_0 estimated through the score.
 
     With the kernel x_t = a x_t' + √v z of the step (VP: a = √(1−β), v = β = 1 − ᾱ(t)/ᾱ(t')):
@@ -114,8 +142,6 @@ class Ancestral(Predictor):
     at any step count — the reference code's fixed 1000-entry β table gives NaN at 20 steps.
     VE reduces to x' = x + (σ² − σ'²) s + √(σ'²(σ² − σ'²)/σ²) z.
     """
-
-    needs_linear_sde = True
 
     def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
         a, v = sde.transition(t, t_next)
