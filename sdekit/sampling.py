@@ -26,7 +26,7 @@ from sdekit.checks import batch_view, check_nonnegative_int, check_open_interval
 from sdekit.grids import check_grid, make_grid
 from sdekit.reverse import ScoreFn, probability_flow, reverse
 from sdekit.sde import SDE, LinearSDE, time_checks
-from sdekit.solvers import CORRECTORS, ODE_METHODS, PREDICTORS, SDE_STEPPERS, CountedScore
+from sdekit.solvers import CORRECTORS, ODE_METHODS, PREDICTORS, SDE_STEPPERS, CountedScore, StepperFactory
 from sdekit.solvers.adaptive_ode import TABLEAUS, OdeStats, solve_ivp_batched
 from sdekit.solvers.adaptive_sde import adaptive_sde_sample
 
@@ -61,33 +61,41 @@ def default_eps(sde: SDE) -> float:
     return 1e-3
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """The arguments every sampler takes about its start, noise, device and score, passed through as given."""
+
+    x_T: Tensor | None  # noqa: N815 (the public argument's name)
+    generator: torch.Generator | None
+    device: torch.device | str | None
+    dtype: torch.dtype
+    autocast: torch.dtype | None
+    compile: bool | Mapping[str, Any]
+
+
 @dataclass
 class _Setup:
     x: Tensor
     grid: Tensor  # float64, CPU
     score: CountedScore
     eps: float
+    generator: torch.Generator | None
 
 
 def _prepare(
     sde: SDE,
     score: ScoreFn,
     shape: tuple[int, ...] | None,
+    inputs: _Inputs,
     *,
     steps: int,
     grid: str | Tensor | None,
     eps: float | None,
-    x_T: Tensor | None,
-    generator: torch.Generator | None,
-    device: torch.device | str | None,
-    dtype: torch.dtype,
-    autocast: torch.dtype | None = None,
-    compile: bool | Mapping[str, Any] = False,
 ) -> _Setup:
     """Validate the common arguments, build the grid, draw (or check) x_T."""
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
-    counted = CountedScore(score, autocast=autocast, compile=compile)
+    counted = CountedScore(score, autocast=inputs.autocast, compile=inputs.compile)
     if grid is None:
         grid = "uniform"
     if isinstance(grid, str):
@@ -98,7 +106,8 @@ def _prepare(
         if eps is not None and abs(float(times[-1]) - eps) > 1e-12:
             raise ValueError(f"eps={eps!r} disagrees with the explicit grid, which ends at {float(times[-1])!r}")
         eps = float(times[-1])
-    return _Setup(_initial_state(sde, score, shape, x_T, generator, device, dtype), times, counted, eps)
+    x = _initial_state(sde, score, shape, inputs.x_T, inputs.generator, inputs.device, inputs.dtype)
+    return _Setup(x, times, counted, eps, inputs.generator)
 
 
 def _default_grid(method: object, grid: str | Tensor | None) -> str | Tensor:
@@ -196,6 +205,21 @@ def _run_grid(
     return x
 
 
+def _run_stepper(
+    factory: StepperFactory,
+    sde: SDE,
+    setup: _Setup,
+    progress: bool,
+    callback: Callback | None,
+    denoise: bool,
+    return_info: bool,
+) -> Tensor | tuple[Tensor, SampleInfo]:
+    """Build the method's stepper for the grid, run it, and finish (denoise, info)."""
+    stepper = factory(sde, setup.score, setup.grid.to(setup.x.device), setup.generator)
+    x = _run_grid(stepper.step, setup, progress=progress, callback=callback)
+    return _finish(sde, setup, x, denoise, return_info)
+
+
 def _denoise(sde: SDE, setup: _Setup, x: Tensor) -> Tensor:
     """Tweedie's formula at the last time: x̂_0 = (x + σ² s(x, t))/α. One score call."""
     if not isinstance(sde, LinearSDE):
@@ -276,20 +300,8 @@ def pc_sample(
     check_nonnegative_int("corrector_steps", corrector_steps)
     predictor_cls = PREDICTORS.get(predictor)
     corrector_cls = CORRECTORS.get(corrector)
-    setup = _prepare(
-        sde,
-        score,
-        shape,
-        steps=steps,
-        grid=grid,
-        eps=eps,
-        x_T=x_T,
-        generator=generator,
-        device=device,
-        dtype=dtype,
-        autocast=autocast,
-        compile=compile,
-    )
+    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile)
+    setup = _prepare(sde, score, shape, inputs, steps=steps, grid=grid, eps=eps)
     grid_on_device = setup.grid.to(setup.x.device)
     predict = predictor_cls(sde, setup.score, grid_on_device, generator)
     correct = corrector_cls(sde, setup.score, grid_on_device, generator, snr=snr)
@@ -370,25 +382,12 @@ def sample(
             autocast=autocast,
             compile=compile,
         )
-    setup = _prepare(
-        sde,
-        score,
-        shape,
-        steps=1 if method == "adaptive" else steps,
-        grid=_default_grid(factory, grid) if factory is not None else None,
-        eps=eps,
-        x_T=x_T,
-        generator=generator,
-        device=device,
-        dtype=dtype,
-        autocast=autocast,
-        compile=compile,
-    )
+    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile)
+    steps_or_one = 1 if method == "adaptive" else steps
+    grid_or_none = _default_grid(factory, grid) if factory is not None else None
+    setup = _prepare(sde, score, shape, inputs, steps=steps_or_one, grid=grid_or_none, eps=eps)
     if factory is not None:
-        stepper = factory(sde, setup.score, setup.grid.to(setup.x.device), generator)
-        return _finish(
-            sde, setup, _run_grid(stepper.step, setup, progress=progress, callback=callback), denoise, return_info
-        )
+        return _run_stepper(factory, sde, setup, progress, callback, denoise, return_info)
     if method == "adaptive":
         x, stats = adaptive_sde_sample(
             sde,
@@ -499,25 +498,11 @@ def ode_sample(
     if not fixed_grid and (grid is not None or callback is not None):
         raise TypeError(f"grid and callback are not options of the adaptive method {method!r}")
     factory = ODE_METHODS.get(method) if fixed_grid else None
-    setup = _prepare(
-        sde,
-        score,
-        shape,
-        steps=steps if fixed_grid else 1,
-        grid=_default_grid(factory, grid) if fixed_grid else None,
-        eps=eps,
-        x_T=x_T,
-        generator=generator,
-        device=device,
-        dtype=dtype,
-        autocast=autocast,
-        compile=compile,
-    )
+    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile)
+    grid_or_none = _default_grid(factory, grid) if factory is not None else None
+    setup = _prepare(sde, score, shape, inputs, steps=steps if fixed_grid else 1, grid=grid_or_none, eps=eps)
     if factory is not None:
-        stepper = factory(sde, setup.score, setup.grid.to(setup.x.device), generator)
-        return _finish(
-            sde, setup, _run_grid(stepper.step, setup, progress=progress, callback=callback), denoise, return_info
-        )
+        return _run_stepper(factory, sde, setup, progress, callback, denoise, return_info)
     x, stats = _adaptive_flow(sde, setup, method, progress, options)
     if options.get("t_eval") is not None:
         return (x, _info(setup, stats.steps, stats.rejected)) if return_info else x
