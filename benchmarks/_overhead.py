@@ -19,12 +19,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
+R = TypeVar("R")
 #: run(score) -> (samples, info) with info.nfe; must be deterministic given its own generator.
 Run = Callable[[ScoreFn], tuple[Tensor, Any]]
 
@@ -91,6 +92,13 @@ def timed(function: Callable[[], object], device: torch.device) -> float:
     function()
     sync(device)
     return time.perf_counter() - start
+
+
+def best_of(function: Callable[[], R], rounds: int, device: torch.device | None = None) -> tuple[float, R]:
+    """The minimum wall time of ``rounds`` calls, and the last call's result."""
+    results: list[R] = []
+    seconds = [timed(lambda: results.append(function()), device or torch.device("cpu")) for _ in range(rounds)]
+    return min(seconds), results[-1]
 
 
 def measure(run: Run, score: ScoreFn, device: torch.device, batch: int, rounds: int) -> Overhead:

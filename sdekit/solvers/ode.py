@@ -8,12 +8,13 @@ four calls a step and wins only when the score is very smooth in t.
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from sdekit.reverse import ScoreFn, probability_flow
+from sdekit.reverse import ProbabilityFlow, ScoreFn, probability_flow
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
 from sdekit.solvers.registry import Registry, StepperFactory
@@ -42,7 +43,6 @@ class ExplicitRungeKutta(GridStepper):
 
     def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
         super().__init__(sde, score, grid, generator)
-        self.flow = probability_flow(sde, score)
         delta = self.t_next - self.t
         self.delta = delta.tolist()
         stage_t = self.t[:, None] + torch.tensor(self.c, dtype=torch.float64) * delta[:, None]  # (N, stages)
@@ -53,6 +53,11 @@ class ExplicitRungeKutta(GridStepper):
             f = sde.drift_coeff(flat).reshape(stage_t.shape).tolist()
             minus_half_g2 = (-0.5 * sde.diffusion_squared(flat)).reshape(stage_t.shape).tolist()
             self.linear = [list(zip(*row, strict=True)) for row in zip(f, minus_half_g2, strict=True)]
+
+    @functools.cached_property
+    def flow(self) -> ProbabilityFlow:
+        """The probability-flow ODE, for SDEs without a Gaussian kernel."""
+        return probability_flow(self.sde, self.score)
 
     def velocity(self, x: Tensor, i: int, stage: int) -> Tensor:
         """The flow's drift at stage ``stage`` of step ``i``."""
