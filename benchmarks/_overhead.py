@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from sdekit.host_memory import release_free_memory
+
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 R = TypeVar("R")
 #: run(score) -> (samples, info) with info.nfe; must be deterministic given its own generator.
@@ -129,7 +131,9 @@ def peak_memory_mib(function: Callable[[], object], device: torch.device) -> flo
     """Peak memory of one call above what was in use before it.
 
     CUDA: ``max_memory_allocated`` after a reset. CPU: the resident set size, polled every
-    millisecond from /proc/self/statm by a thread (run untimed; NaN where /proc is missing).
+    millisecond from /proc/self/statm by a thread (run untimed; NaN where /proc is missing),
+    after returning the heap's free pages to the system (so memory the process kept from
+    earlier runs counts when it is reused).
     """
     if device.type == "cuda":
         sync(device)
@@ -140,6 +144,7 @@ def peak_memory_mib(function: Callable[[], object], device: torch.device) -> flo
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     if not os.path.exists("/proc/self/statm"):
         return float("nan")
+    release_free_memory()
     before, peak, done = _rss(), [0], threading.Event()
 
     def poll() -> None:

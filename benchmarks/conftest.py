@@ -8,6 +8,11 @@ Options and environment variables (all benchmarks):
   when available). Tests that take the ``device`` fixture run once per device.
 * ``SDEKIT_BENCH_SAMPLES``: samples per quality case (default 16384, the size the floors
   in docs/benchmarks.md were measured at).
+* ``SDEKIT_KEEP_FREED_MEMORY=0``: measure with glibc's default allocator settings. By default
+  the session keeps freed host memory for reuse (:func:`sdekit.host_memory.keep_freed_memory`,
+  as the command line does): otherwise page faults of freshly mapped buffers are up to half of
+  a cheap score's time on CPU, and vary with what else the process allocated, so the overhead
+  ratios would measure the allocator. The tables' header line says which setting was used.
 
 Every benchmark that calls :func:`bench_table` adds one row to a Markdown table; the
 tables are printed at the end of the session (also under ``-q`` and without ``-s``), so a
@@ -22,9 +27,11 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from sdekit.host_memory import keep_freed_memory
 from sdekit.testing import GaussianMixture
 
 _TABLES = pytest.StashKey[dict[str, tuple[str, list[str]]]]()
+_KEPT = pytest.StashKey[bool]()
 
 
 def _full_run(config: pytest.Config) -> bool:
@@ -44,6 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long benchmark case, run only with --runslow or SDEKIT_BENCH_FULL=1")
     config.stash[_TABLES] = {}
+    config.stash[_KEPT] = keep_freed_memory()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -61,7 +69,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     threads = torch.get_num_threads()
     terminalreporter.section("sdekit benchmark tables")
-    terminalreporter.write_line(f"torch {torch.__version__}, {threads} threads, load average {_load()}")
+    kept = "kept" if config.stash.get(_KEPT, False) else "returned to the system (glibc defaults)"
+    terminalreporter.write_line(
+        f"torch {torch.__version__}, {threads} threads, load average {_load()}, freed host memory {kept}"
+    )
     for title, (header, rows) in tables.items():
         terminalreporter.write_line("")
         terminalreporter.write_line(f"### {title}")

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from sdekit import __version__
 from sdekit.checks import check_choice
+from sdekit.host_memory import keep_freed_memory
 from sdekit.sampling import SampleInfo, ode_methods, ode_sample, pc_sample, sample, sde_methods
 from sdekit.sde import VPSDE
 from sdekit.testing import GaussianMixture, evaluate
@@ -412,7 +413,13 @@ COMMANDS = {"sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "demo": cm
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; user errors print ``sdekit: error: ...`` and return 2 (no traceback)."""
+    """Run a command; user errors print ``sdekit: error: ...`` and return 2 (no traceback).
+
+    Freed host memory is kept for reuse (:func:`sdekit.host_memory.keep_freed_memory`; opt out
+    with ``SDEKIT_KEEP_FREED_MEMORY=0``): the repeated large allocations of sampling then stop
+    costing page faults.
+    """
+    keep_freed_memory()
     from sdekit.models import ModelError, WeightsError
     from sdekit.run import RunError
 
