@@ -6,8 +6,8 @@ kernel at every allocation and unmapped when freed, so *every* network call pays
 page fault per 4 KiB page it touches for the first time. On a virtual machine a page
 fault is expensive: on this project's 2-core CPU machine the 16-D mixture score at
 16 384 × 16 took 7.4 ms per call with the defaults and 3.6 ms with freed memory kept,
-and ``python -m sdekit`` (256 digits, adaptive SDE) 14.6 s instead of 11.3 s
-(2.17 M → 0.08 M minor page faults; ``/usr/bin/time -f "%e s %R"``).
+and ``python -m sdekit`` (256 digits, adaptive SDE) 11.3–12.9 s instead of 14.6–15.7 s
+(three runs each; 1.7–2.2 M → 0.08 M minor page faults; ``/usr/bin/time -f "%e s %R"``).
 
 :func:`keep_freed_memory` sets glibc's two thresholds (``mallopt``) so that large
 buffers are carved from the heap and freed memory stays there for the next
