@@ -95,8 +95,10 @@ def test_matched_accuracy(benchmark, bench_table, problem):
     timings = [best_of(lambda case=case: _run(problem, *case), rounds=3) for case in cases]
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     native_seconds = timings[0][0]
+    worst = []
     for (backend, tol), (seconds, (logp, info)) in zip(cases, timings, strict=True):
         deviation = (logp.double() - reference).abs() / dim
+        worst.append(float(deviation.max()))
         benchmark.extra_info[f"{backend}_{tol:g}"] = {
             "seconds": seconds,
             "nfe": info.nfe,
@@ -109,3 +111,7 @@ def test_matched_accuracy(benchmark, bench_table, problem):
             f"| {backend} | {tol:g} | {info.nfe} | {seconds:.3f} | {seconds / native_seconds:.2f} "
             f"| {float(deviation.max()):.1e} | {float(deviation.mean()):.1e} |",
         )
+    # The solver state holds log p / D, so per-point control at tol keeps it within 10·tol of the
+    # exact flow (the adaptive ODE's requirement); scipy's one norm for the batch does not.
+    assert worst[0] <= 10 * TOL, f"native's worst point is {worst[0]:.2e} nats/dim from the reference"
+    assert worst[0] < worst[1], "per-sample control should hold the worst point closer than a batch norm"
