@@ -167,6 +167,14 @@ def _rss() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 
+def report(benchmark: Any, info: dict[str, Any]) -> None:
+    """Store ``info`` in the benchmark's extra_info (the JSON report) and print it, one ``key: value`` a line."""
+    benchmark.extra_info.update(info)
+    print()
+    for key, value in info.items():
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+
+
 def asserting() -> bool:
     """Assert the overhead targets? Only with SDEKIT_ASSERT_OVERHEAD=1: on a loaded machine they measure the load."""
     return os.environ.get("SDEKIT_ASSERT_OVERHEAD", "") not in ("", "0")

@@ -19,7 +19,7 @@ from sdekit import VPSDE, probability_flow
 from sdekit.solvers.adaptive_ode import solve_ivp_batched
 from sdekit.testing import GaussianMixture
 
-from _overhead import best_of
+from _overhead import best_of, report
 
 BATCH = 4096
 TOL = 1e-5
@@ -72,11 +72,5 @@ def test_native_vs_scipy(benchmark, problem):
         "native_worst_sample_error_over_tol": _worst_error(y_native, reference),
         "scipy_worst_sample_error_over_tol": _worst_error(y_scipy, reference),
     }
-    benchmark.extra_info.update(info)
-    print(
-        "\n"
-        + "\n".join(
-            f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}" for key, value in info.items()
-        )
-    )
+    report(benchmark, info)
     assert torch.isfinite(y_native).all()

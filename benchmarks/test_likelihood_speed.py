@@ -27,7 +27,7 @@ from sdekit import VPSDE
 from sdekit.likelihood import log_likelihood
 from sdekit.testing import GaussianMixture
 
-from _overhead import best_of
+from _overhead import best_of, report
 
 BATCH = 256
 TOL = 1e-5
@@ -56,62 +56,49 @@ def _run(problem, backend: str, tol: float = TOL, dtype: torch.dtype = torch.flo
     )
 
 
-def test_native_vs_scipy(benchmark, problem):
-    _, _, _, exact = problem
-
-    def run(backend: str):
-        return _run(problem, backend)
-
-    run("native")  # warm-up
-    scipy_seconds, (logp_scipy, info_scipy) = best_of(lambda: run("scipy"), rounds=3)
-    logp_native, info_native = benchmark.pedantic(run, args=("native",), rounds=3, iterations=1)
-    native_seconds = benchmark.stats.stats.min
-
-    def bpd_error(logp: torch.Tensor) -> float:
-        return float(((exact - logp.double()) / (16 * math.log(2))).abs().mean())
-
-    info = {
-        "threads": torch.get_num_threads(),
-        "batch": BATCH,
-        "native_s": native_seconds,
-        "scipy_s": scipy_seconds,
-        "ratio_native_over_scipy": native_seconds / scipy_seconds,
-        "native_nfe": info_native.nfe,
-        "scipy_nfe": info_scipy.nfe,
-        "native_mean_abs_error_bpd": bpd_error(logp_native),
-        "scipy_mean_abs_error_bpd": bpd_error(logp_scipy),
-        "max_native_scipy_difference_bpd": float((logp_native - logp_scipy).abs().max()) / (16 * math.log(2)),
-    }
-    benchmark.extra_info.update(info)
-    print("\n" + "\n".join(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}" for k, v in info.items()))
-    assert torch.isfinite(logp_native).all()
-
-
-def test_matched_accuracy(benchmark, bench_table, problem):
-    dim = problem[2][0].numel()
+def test_native_vs_scipy(benchmark, bench_table, problem):
+    _, _, x, exact = problem
+    dim = x[0].numel()
     reference = _run(problem, "native", REFERENCE_TOL, torch.float64)[0]
-    cases = [("native", TOL), *(("scipy", tol) for tol in SCIPY_TOLERANCES)]
     _run(problem, "native")  # warm-up
-    timings = [best_of(lambda case=case: _run(problem, *case), rounds=3) for case in cases]
-    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    native_seconds = timings[0][0]
-    worst = []
-    for (backend, tol), (seconds, (logp, info)) in zip(cases, timings, strict=True):
+    logp_native, info_native = benchmark.pedantic(_run, args=(problem, "native"), rounds=3, iterations=1)
+    native_seconds = benchmark.stats.stats.min
+    runs = {("native", TOL): (native_seconds, (logp_native, info_native))}
+    for tol in SCIPY_TOLERANCES:
+        runs["scipy", tol] = best_of(lambda tol=tol: _run(problem, "scipy", tol), rounds=3)
+    worst = {}
+    for (backend, tol), (seconds, (logp, info)) in runs.items():
         deviation = (logp.double() - reference).abs() / dim
-        worst.append(float(deviation.max()))
-        benchmark.extra_info[f"{backend}_{tol:g}"] = {
-            "seconds": seconds,
-            "nfe": info.nfe,
-            "worst_nats_per_dim": float(deviation.max()),
-            "mean_nats_per_dim": float(deviation.mean()),
-        }
+        worst[backend, tol] = float(deviation.max())
         bench_table(
             TITLE,
             HEADER,
             f"| {backend} | {tol:g} | {info.nfe} | {seconds:.3f} | {seconds / native_seconds:.2f} "
-            f"| {float(deviation.max()):.1e} | {float(deviation.mean()):.1e} |",
+            f"| {worst[backend, tol]:.1e} | {float(deviation.mean()):.1e} |",
         )
+    scipy_seconds, (logp_scipy, info_scipy) = runs["scipy", TOL]
+
+    def bpd_error(logp: torch.Tensor) -> float:
+        return float(((exact - logp.double()) / (dim * math.log(2))).abs().mean())
+
+    report(
+        benchmark,
+        {
+            "threads": torch.get_num_threads(),
+            "batch": BATCH,
+            "native_s": native_seconds,
+            "scipy_s": scipy_seconds,
+            "ratio_native_over_scipy": native_seconds / scipy_seconds,
+            "native_nfe": info_native.nfe,
+            "scipy_nfe": info_scipy.nfe,
+            "native_mean_abs_error_bpd": bpd_error(logp_native),
+            "scipy_mean_abs_error_bpd": bpd_error(logp_scipy),
+            "max_native_scipy_difference_bpd": float((logp_native - logp_scipy).abs().max()) / (dim * math.log(2)),
+        },
+    )
+    assert torch.isfinite(logp_native).all()
     # The solver state holds log p / D, so per-point control at tol keeps it within 10·tol of the
     # exact flow (the adaptive ODE's requirement); scipy's one norm for the batch does not.
-    assert worst[0] <= 10 * TOL, f"native's worst point is {worst[0]:.2e} nats/dim from the reference"
-    assert worst[0] < worst[1], "per-sample control should hold the worst point closer than a batch norm"
+    native_worst, scipy_worst = worst["native", TOL], worst["scipy", TOL]
+    assert native_worst <= 10 * TOL, f"native's worst point is {native_worst:.2e} nats/dim from the reference"
+    assert native_worst < scipy_worst, "per-sample control should hold the worst point closer than a batch norm"
