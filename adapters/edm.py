@@ -50,7 +50,7 @@ class DenoiserScore(torch.nn.Module):
         t = check_inputs(x, t)
         self.sde.check_time(t)
         t64 = t.detach().to(device=x.device, dtype=torch.float64)
-        alpha, sigma = self.sde.mean_coeff(t64), self.sde.std(t64)
+        alpha, sigma = self.sde.kernel(t64)
         x_scaled = x * batch_view(1 / alpha, x)
         sigma_edm = (sigma / alpha).to(x.dtype).expand(x.shape[0]).contiguous()
         denoised = call_network("denoiser", self.denoiser, x_scaled, sigma_edm, {**self.model_kwargs, **kwargs})

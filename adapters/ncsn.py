@@ -88,6 +88,7 @@ class NCSNScore(torch.nn.Module):
         self.sde = sdekit.VESDE(sigma_min=float(self.sigmas[-1]), sigma_max=float(self.sigmas[0]))
         log_sigmas = self.sigmas.log()
         self._midpoints = -0.5 * (log_sigmas[1:] + log_sigmas[:-1])  # ascending in −log σ
+        self._device_tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def extra_repr(self) -> str:
         return f"levels={self.sigmas.numel()}, version={self.version}, label={self.label!r}, sde={self.sde!r}"
@@ -101,7 +102,7 @@ class NCSNScore(torch.nn.Module):
     def nearest_level(self, t: Tensor) -> Tensor:
         """Index of the level nearest σ(t) in log σ, int64 ``(B,)`` on ``t``'s device."""
         log_sigma = self.sde.std(t.detach().to(torch.float64)).log()
-        return torch.bucketize(-log_sigma, self._midpoints.to(t.device))
+        return torch.bucketize(-log_sigma, self._tables(t.device)[1])
 
     def forward(self, x: Tensor, t: Tensor, **kwargs: Any) -> Tensor:
         """The score at ``x`` (``(B, *event)``) and times ``t`` (``(B,)``); ``kwargs`` go to the network."""
@@ -109,15 +110,25 @@ class NCSNScore(torch.nn.Module):
         self.sde.check_time(t)
         if self.label == "index":
             index = self.nearest_level(t.to(x.device))
-            return self._evaluate(x, index.expand(x.shape[0]).contiguous(), self.sigmas.to(x.device)[index], kwargs)
+            return self._evaluate(x, index.expand(x.shape[0]).contiguous(), self._tables(x.device)[0][index], kwargs)
         sigma = self.sde.std(t.detach().to(device=x.device, dtype=torch.float64))
         return self._evaluate(x, sigma.to(x.dtype).expand(x.shape[0]).contiguous(), sigma, kwargs)
 
     def at_level(self, x: Tensor, index: int, **kwargs: Any) -> Tensor:
         """The score at level ``index`` (0-based, 0 = σ_1) exactly as the network was trained: no time mapping."""
-        sigma = self.sigmas[index].to(x.device).expand(x.shape[0])
+        sigma = self._tables(x.device)[0][index].expand(x.shape[0])
         label = torch.full((x.shape[0],), index, device=x.device) if self.label == "index" else sigma.to(x.dtype)
         return self._evaluate(x, label, sigma, kwargs)
+
+    def _tables(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(σ levels, log-σ midpoints) on ``device``, copied there once: a copy per call would be a transfer."""
+        if device not in self._device_tables:
+            self._device_tables[device] = (self.sigmas.to(device), self._midpoints.to(device))
+        return self._device_tables[device]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the per-device copies (a CUDA copy must not travel to a CPU-only process)."""
+        return {**self.__dict__, "_device_tables": {}}
 
     def _evaluate(self, x: Tensor, label: Tensor, sigma: Tensor, kwargs: Mapping[str, Any]) -> Tensor:
         out = call_network("model", self.model, x, label, {**self.model_kwargs, **kwargs})
