@@ -103,3 +103,14 @@ def sum_event(x: Tensor) -> Tensor:
 def event_norm(x: Tensor) -> Tensor:
     """Euclidean norm of each sample: ``(B, *event) -> (B,)``."""
     return torch.linalg.vector_norm(x.flatten(1), dim=1)
+
+
+def event_rms(x: Tensor) -> Tensor:
+    """Root mean square of each sample, accumulated and returned in float64: ``(B, *event) -> (B,)``."""
+    flat = x.flatten(1)
+    return torch.linalg.vector_norm(flat, dim=1, dtype=torch.float64) / math.sqrt(flat.shape[1])
+
+
+def batch_mask(mask: Tensor, like: Tensor) -> Tensor:
+    """A per-sample boolean mask ``(B,)`` viewed to broadcast against ``like`` ``(B, *event)`` (stays boolean)."""
+    return mask.reshape(mask.shape[0], *([1] * (like.ndim - 1)))

@@ -52,8 +52,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sdekit.checks import batch_view, check_choice, check_positive, check_positive_int
+from sdekit.checks import batch_mask, batch_view, check_choice, check_positive, check_positive_int, event_rms
 from sdekit.sde import time_checks
+from sdekit.solvers.grid_stepper import weighted_sum
 
 __all__ = [
     "ButcherTableau",
@@ -329,16 +330,18 @@ class _NativeSolver:
         self.rtol, self.atol, self.error_norm, self.controller = rtol, atol, error_norm, controller
         self.k = tableau.error_order + 1
         self.t_eval = t_eval
-        self.bad_time = self.bad_step = torch.full((), math.nan, dtype=torch.float64)  # moved to the device in run()
+        # Time and size of the first step that produced a non-finite value, on the device (NaN: none yet).
+        self.bad_time: Tensor
+        self.bad_step: Tensor
 
     # error norm -----------------------------------------------------------------------------------------------
 
     def rms(self, x: Tensor) -> Tensor:
         """RMS over each sample, or over the whole batch (``error_norm="batch"``): float64, shape (n,)."""
-        mean_square = x.flatten(1).to(torch.float64).square().mean(dim=1)
+        rms = event_rms(x)
         if self.error_norm == "batch":
-            mean_square = mean_square.mean().expand_as(mean_square)
-        return mean_square.sqrt()
+            return rms.square().mean().sqrt().expand_as(rms)
+        return rms
 
     def error_norm_of(self, err: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
         """RMS of err / (atol + rtol·max(|y|, |y_new|)) per sample (or over the batch)."""
@@ -346,24 +349,27 @@ class _NativeSolver:
 
     # one step ------------------------------------------------------------------------------------------------
 
-    def stages(self, s: _Active) -> list[Tensor]:
-        """k_1 … k_s for a step of size h from (t, y); k_1 is the FSAL value, the rest are ``func`` calls."""
-        h = batch_view(s.h, s.y)
+    def stages(self, s: _Active, h: Tensor) -> tuple[list[Tensor], Tensor]:
+        """k_1 … k_s for a step of size h from (t, y), and y_new = y + h Σ b_i k_i.
+
+        k_1 is the FSAL value; the last stage (a_s = b, c_s = 1) is evaluated at y_new itself.
+        """
         ks = [s.f]
-        for a_row, c_i in zip(self.tab.a[1:], self.tab.c[1:], strict=True):
+        for a_row, c_i in zip(self.tab.a[1:-1], self.tab.c[1:-1], strict=True):
             ks.append(self.func(s.t + c_i * s.h, s.y + h * _combine(a_row, ks)))
-        return ks
+        y_new = s.y + h * _combine(self.tab.b, ks)
+        ks.append(self.func(s.t + self.tab.c[-1] * s.h, y_new))
+        return ks, y_new
 
     def step(self, s: _Active) -> _Active:
         """Attempt one step for every active sample; accept or reject each on its own error."""
-        ks = self.stages(s)
         h = batch_view(s.h, s.y)
-        y_new = s.y + h * _combine(self.tab.b, ks)
+        ks, y_new = self.stages(s, h)
         error = self.error_norm_of(h * _combine(self.tab.b_err, ks), s.y, y_new)
         self.watch(error, s)
         accept = error <= 1.0
         finished_step = s.h == self.t1 - s.t
-        t_new = torch.where(finished_step, torch.full_like(s.t, self.t1), s.t + s.h)
+        t_new = torch.where(finished_step, self.t1, s.t + s.h)
         if self.t_eval is not None:
             self.write_outputs(s, ks, accept, t_new, y_new)
         safe_error = torch.nan_to_num(error, nan=1e10).clamp_min(1e-10)
@@ -373,7 +379,7 @@ class _NativeSolver:
             self.controller.rejected(safe_error, self.k),
         )
         t = torch.where(accept, t_new, s.t)
-        mask = _rows(accept, s.y)
+        mask = batch_mask(accept, s.y)
         return _Active(
             y=torch.where(mask, y_new, s.y),
             t=t,
@@ -421,9 +427,9 @@ class _NativeSolver:
                 time = self.t_eval_device[jc]
                 theta = torch.where(valid, (time - s.t) / torch.where(valid, s.h, 1.0), 0.0)
                 value = s.y + batch_view(s.h * theta, s.y) * _horner(coefficients, batch_view(theta, s.y))
-                value = torch.where(_rows(time == t_new, s.y), y_new, value)
+                value = torch.where(batch_mask(time == t_new, s.y), y_new, value)
                 old = self.outputs[jc, s.index]
-                self.outputs[jc, s.index] = torch.where(_rows(valid, s.y), value, old)
+                self.outputs[jc, s.index] = torch.where(batch_mask(valid, s.y), value, old)
         s.next_out = passed_to
 
     # the loop ------------------------------------------------------------------------------------------------
@@ -480,9 +486,6 @@ class _NativeSolver:
 
     def check(self, state: _Active, sync_every: int) -> tuple[_Active, int]:
         """The check point: raise on non-finite values, store finished samples, compact, schedule the next check."""
-        self.final.index_copy_(0, state.index, state.y)
-        self.sample_steps.index_copy_(0, state.index, state.steps)
-        self.sample_rejected.index_copy_(0, state.index, state.rejected)
         running = state.t != self.t1
         # Steps the slowest sample needs at its current step size: check again about halfway there.
         to_go = torch.where(running, (self.t1 - state.t).abs() / state.h.abs().clamp_min(1e-300), 0.0).amax()
@@ -494,9 +497,17 @@ class _NativeSolver:
                 "NaN/Inf or the state diverged; check func (the score network) and the time range"
             )
         if n_running < state.y.shape[0]:
+            self.store(state, (~running).nonzero().squeeze(1))
             state = state.select(running.nonzero().squeeze(1))
         until_check = int(min(max(to_go_value / 2, 1), sync_every)) if math.isfinite(to_go_value) else 1
         return state, until_check
+
+    def store(self, state: _Active, rows: Tensor) -> None:
+        """Write the results of the finished ``rows`` of the active set into the batch's outputs."""
+        index = state.index.index_select(0, rows)
+        self.final.index_copy_(0, index, state.y.index_select(0, rows))
+        self.sample_steps.index_copy_(0, index, state.steps.index_select(0, rows))
+        self.sample_rejected.index_copy_(0, index, state.rejected.index_select(0, rows))
 
     def initial_step(self, y0: Tensor, f0: Tensor, t0: float) -> Tensor:
         """Per-sample starting step (Hairer, Nørsett & Wanner I §II.4): one extra call of func."""
@@ -514,18 +525,8 @@ class _NativeSolver:
 
 
 def _combine(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
-    """Σ_i w_i k_i over the non-zero weights."""
-    total: Tensor | None = None
-    for w, k in zip(weights, ks, strict=False):
-        if w:
-            total = k * w if total is None else total.add(k, alpha=w)
-    assert total is not None
-    return total
-
-
-def _rows(mask: Tensor, like: Tensor) -> Tensor:
-    """A per-sample boolean mask (n,) viewed to broadcast against ``like`` (n, *event)."""
-    return mask.reshape(-1, *([1] * (like.ndim - 1)))
+    """Σ_i w_i k_i (weights past the last stage given are ignored)."""
+    return weighted_sum(list(zip(weights, ks, strict=False)))
 
 
 def _horner(coefficients: Sequence[Tensor], theta: Tensor) -> Tensor:

@@ -62,7 +62,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sdekit.checks import batch_view, check_choice, check_open_interval, check_positive
+from sdekit.checks import batch_mask, batch_view, check_choice, check_open_interval, check_positive, event_rms
 from sdekit.reverse import ReverseSDE, ScoreFn, reverse
 from sdekit.sde import SDE, time_checks
 from sdekit.solvers.brownian import BrownianTree
@@ -81,16 +81,12 @@ _TINY = torch.finfo(torch.float64).tiny
 Callback = Callable[[dict[str, Any]], None]
 
 
-def _rms(ratio: Tensor) -> Tensor:
-    return ratio.flatten(1).square().mean(dim=1).sqrt()
-
-
 def _max(ratio: Tensor) -> Tensor:
     return ratio.flatten(1).abs().amax(dim=1)
 
 
 #: Per-sample error norms of the scaled difference (x_Heun − x_EM)/δ: ``(B, *event) -> (B,)``.
-ERROR_NORMS: dict[str, Callable[[Tensor], Tensor]] = {"rms": _rms, "max": _max}
+ERROR_NORMS: dict[str, Callable[[Tensor], Tensor]] = {"rms": event_rms, "max": _max}
 
 
 @dataclass
@@ -179,7 +175,7 @@ def _iterate(
     error = _error_ratio(x_em, x_heun, x_em_prev, control.rtol, control.atol, control.norm)
     accepted = error <= 1  # False for a non-finite error: the status check raises on it
     state.noise.advance(accepted, h, dW)
-    keep = batch_view(accepted, state.x).bool()
+    keep = batch_mask(accepted, state.x)
     state.x = torch.where(keep, x_heun if control.extrapolate else x_em, state.x)
     state.x_em_prev = torch.where(keep, x_em, state.x_em_prev)
     reaches_end = h >= state.t - control.eps
