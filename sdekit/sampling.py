@@ -353,35 +353,16 @@ def sample(
     """
     if not isinstance(method, str) or method not in sde_methods():
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(sde_methods())}")
-    factory = SDE_STEPPERS.get(method) if method in SDE_STEPPERS else None
-    fixed_grid = factory is not None or method in PREDICTORS
+    # A predictor is a fixed-grid stepper by itself (a PC sampler without corrector).
+    steppers = SDE_STEPPERS if method in SDE_STEPPERS else PREDICTORS if method in PREDICTORS else None
+    factory = steppers.get(method) if steppers is not None else None
+    fixed_grid = factory is not None
     if fixed_grid and options:
         raise TypeError(f"method {method!r} takes no option(s) {', '.join(sorted(options))}")
     if not fixed_grid and grid is not None:
         raise TypeError(f"grid is not an option of method {method!r}: it chooses its own steps")
     if method.startswith("torchsde:") and callback is not None:
         raise TypeError(f"callback is not an option of method {method!r}: torchsde runs the steps")
-    if method in PREDICTORS:
-        return pc_sample(
-            sde,
-            score,
-            shape,
-            steps=steps,
-            predictor=method,
-            corrector="none",
-            eps=eps,
-            grid=grid,
-            denoise=denoise,
-            x_T=x_T,
-            generator=generator,
-            device=device,
-            dtype=dtype,
-            progress=progress,
-            callback=callback,
-            return_info=return_info,
-            autocast=autocast,
-            compile=compile,
-        )
     inputs = _Inputs(x_T, generator, device, dtype, autocast, compile)
     steps_or_one = 1 if method == "adaptive" else steps
     grid_or_none = _default_grid(factory, grid) if factory is not None else None
