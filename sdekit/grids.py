@@ -42,7 +42,7 @@ def log_snr(sde: SDE, steps: int, eps: float) -> Tensor:
     """Uniform in λ(t) = log(α/σ) between λ(T) and λ(eps) (needs a :class:`LinearSDE`)."""
     linear = _linear("log_snr", sde)
     ends = linear.log_snr(torch.tensor([sde.T, eps], dtype=torch.float64))
-    return _from_log_snr(linear, torch.linspace(float(ends[0]), float(ends[1]), steps + 1, dtype=torch.float64))
+    return _from_log_snr(linear, torch.linspace(float(ends[0]), float(ends[1]), steps + 1, dtype=torch.float64), eps)
 
 
 def edm(sde: SDE, steps: int, eps: float, rho: float = 7.0) -> Tensor:
@@ -52,14 +52,13 @@ def edm(sde: SDE, steps: int, eps: float, rho: float = 7.0) -> Tensor:
     sigma_max, sigma_min = (-linear.log_snr(torch.tensor([sde.T, eps], dtype=torch.float64))).exp()
     ramp = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
     sigmas = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return _from_log_snr(linear, -sigmas.log())
+    return _from_log_snr(linear, -sigmas.log(), eps)
 
 
-def _from_log_snr(sde: LinearSDE, lam: Tensor) -> Tensor:
-    """Times for the given log-SNRs, with the end points pinned to T and eps exactly."""
+def _from_log_snr(sde: LinearSDE, lam: Tensor, eps: float) -> Tensor:
+    """Times for the given log-SNRs, the end points pinned to T and eps exactly (the inversion rounds)."""
     grid = sde.t_from_log_snr(lam)
-    grid[0] = sde.T
-    grid[-1] = float(sde.t_from_log_snr(lam[-1:])[0])
+    grid[0], grid[-1] = sde.T, eps
     return grid
 
 
@@ -81,9 +80,7 @@ def make_grid(kind: str, sde: SDE, steps: int, eps: float) -> Tensor:
     """A named grid (one of :data:`GRIDS`) with ``steps`` steps from T to ``eps``."""
     check_choice("grid", kind, GRIDS)
     check_positive_int("steps", steps)
-    grid = GRIDS[kind](sde, steps, eps)
-    grid[-1] = eps  # exact end point whatever the inversion's rounding
-    return grid
+    return GRIDS[kind](sde, steps, eps)
 
 
 def check_grid(grid: object, sde: SDE) -> Tensor:
