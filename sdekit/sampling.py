@@ -177,6 +177,13 @@ class _FiniteGuard:
         )
 
 
+def _check_finite(x: Tensor, grid: Tensor, i: int) -> None:
+    """Raise the sampler's FloatingPointError if ``x``, the state after step ``i`` of ``grid``, is not finite."""
+    guard = _FiniteGuard(grid, x.device)
+    guard.observe(x, i)
+    guard.check()
+
+
 Step = Callable[[Tensor, int], Tensor]
 
 
@@ -228,10 +235,9 @@ def _denoise(sde: SDE, setup: _Setup, x: Tensor) -> Tensor:
         )
     t = torch.full((1,), setup.eps, dtype=torch.float64, device=x.device)
     with torch.no_grad(), time_checks(False):
-        denoised = (x + batch_view(sde.std(t) ** 2, x) * setup.score(x, t)) / batch_view(sde.mean_coeff(t), x)
-    guard = _FiniteGuard(setup.grid, x.device)
-    guard.observe(denoised, len(setup.grid) - 1)
-    guard.check()
+        alpha, sigma = sde.kernel(t)
+        denoised = (x + batch_view(sigma**2, x) * setup.score(x, t)) / batch_view(alpha, x)
+    _check_finite(denoised, setup.grid, len(setup.grid) - 1)
     return denoised
 
 
@@ -422,9 +428,7 @@ def _torchsde_solve(
             rsde, flat, ts, bm=bm, method=method, dt=length / steps, adaptive=adaptive, rtol=rtol, atol=atol
         )
     result = path[-1].reshape(x.shape)
-    guard = _FiniteGuard(setup.grid, x.device)
-    guard.observe(result, 0)
-    guard.check()
+    _check_finite(result, setup.grid, 0)
     return result
 
 

@@ -547,7 +547,7 @@ def _schedule(
     elif times.shape not in ((batch,), (1,)):
         raise ValueError(f"{name} must be a float or a tensor of shape ({batch},), got shape {tuple(times.shape)}")
     sde.check_time(times)
-    return sde.mean_coeff(times), sde.std(times)
+    return sde.kernel(times)
 
 
 def _rows(coefficient: Tensor, rows: slice) -> Tensor:

@@ -87,17 +87,18 @@ class ScoreMLP(nn.Module):
         layers.append(nn.Linear(hidden, dim))
         self.net = nn.Sequential(*layers)
 
-    def time_features(self, t: Tensor) -> Tensor:
+    def time_features(self, log_snr: Tensor) -> Tensor:
+        """Sines and cosines of the log-SNR λ(t) scaled to [−1, 1] over the SDE's range."""
         low, high = self.log_snr_range
-        u = (2 * (self.sde.log_snr(t.double()) - low) / (high - low) - 1).to(self.frequencies.dtype)
+        u = (2 * (log_snr - low) / (high - low) - 1).to(self.frequencies.dtype)
         angles = u[:, None] * self.frequencies
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        t64 = t.double().expand(x.shape[0])
-        alpha, sigma = self.sde.mean_coeff(t64), self.sde.std(t64)
+        alpha, sigma = self.sde.kernel(t.double().expand(x.shape[0]))
         c_in = (alpha**2 * self.data_std**2 + sigma**2).rsqrt()
-        inputs = torch.cat([x * batch_view(c_in, x), self.time_features(t64).to(x.dtype)], dim=1)
+        features = self.time_features(alpha.log() - sigma.log()).to(x.dtype)
+        inputs = torch.cat([x * batch_view(c_in, x), features], dim=1)
         return -self.net(inputs) / batch_view(sigma, x)
 
 
