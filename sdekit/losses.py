@@ -98,10 +98,12 @@ def dsm_loss(
     times = t.to(x0.dtype)
     with time_checks(False):
         mean, std = sde.marginal(x0, times)
-        if weight is None:  # λ/σ²: 1, or g²/σ² for likelihood weighting
-            weight = torch.ones_like(t) if weighting == "std2" else (sde.diffusion(times).double() / std.double()) ** 2
+        if weight is None and weighting == "likelihood":  # λ/σ² = g²/σ² (for "std2" it is 1)
+            weight = (sde.diffusion(times).double() / std.double()) ** 2
         residual = batch_view(std, x0) * score(mean + batch_view(std, x0) * z, times) + z
-    losses = weight.to(x0.dtype) * _reduce(residual.square(), reduce)
+    losses = _reduce(residual.square(), reduce)
+    if weight is not None:
+        losses = weight.to(x0.dtype) * losses
     return losses if per_sample else losses.mean()
 
 
@@ -162,7 +164,8 @@ def ddpm_loss(
             DDPM code bases index them; index i is the level ᾱ_{i+1} (the (i+1)-th β step),
             so a trained model plugs into :class:`~sdekit.sde.DiscreteVPSDE` samplers through
             the ``ddpm`` adapter.
-        schedule: a :class:`~sdekit.sde.DiscreteVPSDE` or its β_1 … β_N (1-D tensor in (0, 1)).
+        schedule: a :class:`~sdekit.sde.DiscreteVPSDE` or its β_1 … β_N (1-D tensor in (0, 1); pass the
+            DiscreteVPSDE in a training loop: betas are turned into one, with its checks, at every call).
         x0: clean data (B, *event). reduce, generator, per_sample: as in :func:`dsm_loss`.
     """
     reduce = check_choice("reduce", reduce, REDUCTIONS)
@@ -171,9 +174,9 @@ def ddpm_loss(
         if not isinstance(schedule, Tensor):
             raise TypeError(f"schedule must be a DiscreteVPSDE or a 1-D tensor of betas, got {type(schedule).__name__}")
         schedule = DiscreteVPSDE.from_betas(schedule)
-    abar = schedule.alphas_cumprod.to(x0.device)
-    i, noise = _level_and_noise(x0, abar.numel(), generator)
-    x_t = batch_view(abar[i].sqrt(), x0) * x0 + batch_view((1 - abar[i]).sqrt(), x0) * noise
+    i, noise = _level_and_noise(x0, schedule.num_timesteps, generator)
+    alpha, sigma = schedule.level_kernel(i)
+    x_t = batch_view(alpha, x0) * x0 + batch_view(sigma, x0) * noise
     losses = _reduce((eps_model(x_t, i) - noise).square(), reduce)
     return losses if per_sample else losses.mean()
 

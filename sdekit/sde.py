@@ -415,6 +415,14 @@ class DiscreteVPSDE(VPSDE):
         """ᾱ_1..ᾱ_N (float64, CPU)."""
         return self._log_abar[1:].exp()
 
+    def level_kernel(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """(√ᾱ, √(1 − ᾱ)) of the trained level at 0-based timestep ``index`` (ᾱ_{index+1}), float64, on its device.
+
+        Exact table values, without a time: what a DDPM training step needs (:func:`sdekit.losses.ddpm_loss`).
+        """
+        log_mean = 0.5 * self._table("log_abar", index.device)[index + 1]
+        return log_mean.exp(), self._std_from_log_mean(log_mean)
+
     def _betas_continuous(self) -> Tensor:
         return -self.num_timesteps * torch.diff(self._log_abar)
 
