@@ -46,12 +46,9 @@ def main() -> None:
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     only = set(sys.argv[3:])
     sde, score = digits.load()
-    real, _ = digits.load_data()
-    real_features = fd.features(real)
-    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
-    half = len(real) // 2
-    halves = fd.frechet_distance(fd.features(real[order[:half]]), fd.features(real[order[half:]]))
-    print(f"FD between two halves of the real data (n = {half} / {len(real) - half}): {halves:.3f}\n")
+    halves = fd.real_halves_fd()
+    real = len(fd.real_features())
+    print(f"FD between two halves of the real data (n = {real // 2} / {real - real // 2}): {halves:.3f}\n")
     print("| sampler | options | NFE | FD-digits | ÷ halves FD | s |\n|---|---|---:|---:|---:|---:|")
     for name, sampler, options in CONFIGS:
         if only and name not in only:
@@ -60,7 +57,7 @@ def main() -> None:
         generator = torch.Generator().manual_seed(0)
         x, info = sampler(sde, score, (num, 1, 8, 8), generator=generator, return_info=True, **options)
         seconds = time.perf_counter() - start
-        distance = fd.frechet_distance(fd.features(digits.from_uint8(digits.to_uint8(x))), real_features)
+        distance = fd.fd_digits(digits.from_uint8(digits.to_uint8(x)))
         shown = {k: v for k, v in options.items() if k != "method"}
         ratio = distance / halves
         print(f"| {name} | {shown} | {info.nfe} | {distance:.3f} | {ratio:.2f} | {seconds:.0f} |", flush=True)

@@ -233,7 +233,7 @@ def _finish(out: Path, config: Any, model: Any, seconds: float, quality: bool) -
     from sdekit import run
 
     path = run.write_samples(out, config, lambda x: _storage(x, model.kind))
-    grid = _draw(out, config, model)
+    grid = _draw(out, config)
     print(f"{config.num} samples of {config.model!r} with {config.method!r} in {seconds:.1f} s")
     print(f"samples: {path}")
     print(f"grid:    {grid}" if grid else "grid:    (no picture for this event shape)")
@@ -261,16 +261,14 @@ def _first(out: Path, config: Any, count: int) -> Tensor:
     return torch.cat(parts)[:count]
 
 
-def _draw(out: Path, config: Any, model: Any) -> Path | None:
+def _draw(out: Path, config: Any) -> Path | None:
     from sdekit import run
     from sdekit.models import _plots
 
     shape = tuple(config.shape)
     path = out / run.GRID_FILE
     if len(shape) == 3 and shape[0] in (1, 3):
-        x = _first(out, config, 256)
-        images = x if model.kind == "image" else x.float().clamp(-1, 1)
-        array = _storage(images, "image")
+        array = _storage(_first(out, config, 256), "image")  # pixels of values clamped to [−1, 1]
         run.atomic_write(path, lambda tmp: _plots.image_grid(array, tmp))
     elif shape == (2,):
         points = _first(out, config, 4096).double().numpy()

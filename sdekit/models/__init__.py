@@ -73,6 +73,8 @@ def _no_weights(name: str, weights: str | None) -> None:
 
 def builtin_models() -> dict[str, Model]:
     """The built-in models by name."""
+    from sdekit.models import digits
+
     return {
         "digits": Model(
             "digits",
@@ -80,7 +82,7 @@ def builtin_models() -> dict[str, Model]:
             (1, 8, 8),
             "image",
             _digits,
-            str(Path(__file__).parent / "weights" / "digits_unet.safetensors"),
+            str(digits.weights_path(digits.UNET_FILE)),
         ),
         "gmm2d": Model("gmm2d", "exact 2-D, 8-mode Gaussian mixture oracle (exact score)", (2,), "points", _gmm2d),
     }

@@ -8,6 +8,8 @@ small sample sizes: compare figures at equal n, and read them against the floor
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from scipy import linalg
@@ -15,12 +17,12 @@ from torch import Tensor
 
 from sdekit.models import digits
 
-__all__ = ["features", "frechet_distance", "fd_digits", "real_halves_fd"]
+__all__ = ["features", "frechet_distance", "fd_digits", "real_halves_fd", "real_features"]
 
 
 def features(images: Tensor, batch: int = 1024) -> np.ndarray:
     """Classifier features (float64, ``(n, 64)``) of images in [−1, 1] of shape ``(n, 1, 8, 8)``."""
-    model = digits.load_classifier()
+    model = _classifier()
     with torch.no_grad():
         parts = [model.features(part.float().cpu()) for part in images.split(batch)]
     return torch.cat(parts).double().numpy()
@@ -37,13 +39,26 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def fd_digits(images: Tensor) -> float:
     """FD-digits of samples (in [−1, 1]) against all 1 797 real digits."""
-    real, _ = digits.load_data()
-    return frechet_distance(features(images), features(real))
+    return frechet_distance(features(images), real_features())
 
 
 def real_halves_fd(seed: int = 0) -> float:
     """FD-digits between two random halves of the real data: the floor samples are judged against."""
-    real, _ = digits.load_data()
-    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+    real = real_features()
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed)).numpy()
     half = len(real) // 2
-    return frechet_distance(features(real[order[:half]]), features(real[order[half:]]))
+    return frechet_distance(real[order[:half]], real[order[half:]])
+
+
+@functools.cache
+def real_features() -> np.ndarray:
+    """Features of all 1 797 real digits, computed once per process (read-only)."""
+    real, _ = digits.load_data()
+    result = features(real)
+    result.flags.writeable = False
+    return result
+
+
+@functools.cache
+def _classifier() -> digits.DigitClassifier:
+    return digits.load_classifier()
