@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from sdekit.checks import batch_view, check_choice, check_open_interval, check_positive, check_positive_int
-from sdekit.reverse import ScoreFn, probability_flow
+from sdekit.reverse import ScoreFn, jacobian_diagonal, probability_flow
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.adaptive_ode import OdeStats, solve_ivp_batched
 from sdekit.solvers.score_calls import CountedScore
@@ -66,10 +66,6 @@ from sdekit.solvers.score_calls import CountedScore
 __all__ = ["DIVERGENCES", "LikelihoodInfo", "log_likelihood", "bits_per_dim", "uniform_dequantize"]
 
 DIVERGENCES = ("hutchinson_rademacher", "hutchinson_gaussian", "exact")
-
-#: Jacobian rows per batched backward pass of the exact divergence: bounds memory at about
-#: this many copies of the score's activations.
-_EXACT_CHUNK = 64
 
 Field = Callable[[Tensor], Tensor]
 
@@ -238,24 +234,11 @@ def _value_and_divergence(fn: Field, y: Tensor, probe: Tensor | None) -> tuple[T
         y = y.detach().requires_grad_(True)
         out = fn(y)
         if probe is None:
-            div = _exact_trace(out, y)
+            div = jacobian_diagonal(out, y).flatten(1).sum(1)
         else:
             (vjp,) = torch.autograd.grad(out, y, probe)
             div = (vjp * probe).flatten(1).sum(1)
     return out.detach(), div.detach()
-
-
-def _exact_trace(out: Tensor, y: Tensor) -> Tensor:
-    """Σ_i ∂out_i/∂y_i per sample by D vector-Jacobian products, batched ``_EXACT_CHUNK`` basis vectors at a time."""
-    batch, dim = y.shape[0], y[0].numel()
-    trace = y.new_zeros(batch)
-    for start in range(0, dim, _EXACT_CHUNK):
-        index = torch.arange(start, min(start + _EXACT_CHUNK, dim), device=y.device)
-        basis = torch.zeros(index.numel(), batch, dim, dtype=y.dtype, device=y.device)
-        basis[torch.arange(index.numel()), :, index] = 1
-        (rows,) = torch.autograd.grad(out, y, basis.reshape(-1, *y.shape), is_grads_batched=True, retain_graph=True)
-        trace += rows.reshape(index.numel(), batch, dim)[torch.arange(index.numel()), :, index].sum(0)
-    return trace
 
 
 # --- bits per dimension and dequantisation ---------------------------------------------------------------------

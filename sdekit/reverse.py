@@ -30,7 +30,15 @@ from torch import Tensor
 from sdekit.checks import batch_view
 from sdekit.sde import SDE, time_checks
 
-__all__ = ["ScoreFn", "ReverseSDE", "ProbabilityFlow", "reverse", "probability_flow", "diffusion_divergence"]
+__all__ = [
+    "ScoreFn",
+    "ReverseSDE",
+    "ProbabilityFlow",
+    "reverse",
+    "probability_flow",
+    "diffusion_divergence",
+    "jacobian_diagonal",
+]
 
 #: ``score(x, t) -> Tensor``: x of shape (B, *event), t of shape (B,), output like x.
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -39,24 +47,35 @@ ScoreFn = Callable[[Tensor, Tensor], Tensor]
 def diffusion_divergence(sde: SDE, x: Tensor, t: Tensor) -> Tensor:
     """∇·(G Gᵀ) for a diagonal state-dependent diffusion G(x, t): component i is ∂(G_i²)/∂x_i.
 
-    Exact, by forward-mode autograd: one Jacobian-vector product of x ↦ G(x, t)²
-    per event dimension, batched over samples (cost: D evaluations of G, memory of
-    one). An SDE whose G_i depends only on x_i can override this with one backward pass.
+    Exact, by automatic differentiation: one evaluation of G and D vector-Jacobian
+    products (:func:`jacobian_diagonal`), shape of x.
     """
-    flat = x.detach().flatten(1)
-    event_shape = x.shape[1:]
-
-    def g_squared(y: Tensor) -> Tensor:
-        return (sde.diffusion(t, y.reshape(-1, *event_shape)) ** 2).flatten(1)
-
-    columns = []
     with torch.enable_grad():
-        for i in range(flat.shape[1]):
-            tangent = torch.zeros_like(flat)
-            tangent[:, i] = 1
-            jvp = torch.func.jvp(g_squared, (flat,), (tangent,))[1]
-            columns.append(jvp[:, i])
-    return torch.stack(columns, dim=1).reshape(x.shape)
+        y = x.detach().requires_grad_(True)
+        return jacobian_diagonal(sde.diffusion(t, y) ** 2, y).detach()
+
+
+#: Basis vectors per batched backward pass of :func:`jacobian_diagonal`: bounds memory at about
+#: this many copies of the function's activations.
+JACOBIAN_CHUNK = 64
+
+
+def jacobian_diagonal(out: Tensor, y: Tensor) -> Tensor:
+    """∂out_i/∂y_i for each sample, shape of ``y``, through the graph of ``out`` (same shape, rows independent).
+
+    D vector-Jacobian products with the basis vectors, batched ``JACOBIAN_CHUNK`` at a time
+    (``is_grads_batched``); the graph is kept, so ``out`` can be differentiated again.
+    """
+    batch, dim = y.shape[0], y[0].numel()
+    eye = torch.eye(dim, dtype=y.dtype, device=y.device)
+    diagonal = y.new_empty(batch, dim)
+    for start in range(0, dim, JACOBIAN_CHUNK):
+        rows = eye[start : start + JACOBIAN_CHUNK]  # (chunk, D)
+        basis = rows[:, None, :].expand(-1, batch, -1).reshape(-1, *y.shape)
+        (grads,) = torch.autograd.grad(out, y, basis, is_grads_batched=True, retain_graph=True)
+        chunk = torch.arange(rows.shape[0], device=y.device)
+        diagonal[:, start : start + rows.shape[0]] = grads.reshape(rows.shape[0], batch, dim)[chunk, :, start + chunk].T
+    return diagonal.reshape(y.shape)
 
 
 class _Derived:
