@@ -57,7 +57,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sdekit.checks import batch_view, check_choice, check_open_interval, check_positive, check_positive_int
+from sdekit.checks import (
+    batch_view,
+    check_choice,
+    check_nonnegative_int,
+    check_open_interval,
+    check_positive,
+    check_positive_int,
+)
 from sdekit.reverse import ScoreFn, jacobian_diagonal, probability_flow
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.adaptive_ode import OdeStats, solve_ivp_batched
@@ -267,8 +274,7 @@ def bits_per_dim(
     if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
         raise ValueError(f"event_shape must be a positive int or a tuple of positive ints, got {event_shape!r}")
     data_range = check_positive("data_range", data_range)
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 0:
-        raise ValueError(f"bits must be an int >= 0, got {bits!r}")
+    bits = check_nonnegative_int("bits", bits)
     dim = math.prod(dims)
     return -logp / (dim * math.log(2)) + (bits - math.log2(data_range))
 

@@ -394,6 +394,9 @@ class GaussianMixture:
 class Gaussian(GaussianMixture):
     """A single Gaussian N(μ, Σ): closed-form entropy and the exact probability-flow map.
 
+    :meth:`entropy` is exact, H = ½ log det(2πe Σ), with standard error 0 (its ``n`` and
+    ``generator`` are not used).
+
     Args:
         mean: shape ``(D,)``.
         covariance: ``(D, D)`` symmetric positive definite, or ``None`` for identity.
@@ -417,16 +420,10 @@ class Gaussian(GaussianMixture):
         covariances = None if cov is None else cov[None]
         super().__init__(torch.ones(1, dtype=_F64), mu[None], covariances, event_shape=event_shape)
 
-    def entropy(self, *, n: int = _ENTROPY_SAMPLES, generator: torch.Generator | None = None) -> tuple[float, float]:
-        """Exact H = ½ log det(2πe Σ), standard error 0 (``n`` and ``generator`` are ignored)."""
-        return self._exact_entropy(), 0.0
-
-    def _exact_entropy(self) -> float:
-        return 0.5 * (self.dim * (1 + math.log(2 * math.pi)) + float(self.eigenvalues.log().sum()))
-
     def _statistics(self, n: int = _ENTROPY_SAMPLES, generator: torch.Generator | None = None) -> _Stats:
-        # −log p_0(x) = const + ½ χ²_D, so sd(log p_0) = √(D/2) exactly.
-        return _Stats(self._exact_entropy(), 0.0, math.sqrt(self.dim / 2), torch.ones(1, dtype=_F64))
+        # Exact: H = ½ log det(2πe Σ); −log p_0(x) = const + ½ χ²_D, so sd(log p_0) = √(D/2).
+        entropy = 0.5 * (self.dim * (1 + math.log(2 * math.pi)) + float(self.eigenvalues.log().sum()))
+        return _Stats(entropy, 0.0, math.sqrt(self.dim / 2), torch.ones(1, dtype=_F64))
 
     def flow_map(self, x: Tensor, sde: LinearSDE, t_from: TimeLike, t_to: TimeLike) -> Tensor:
         """Exact solution of the probability-flow ODE dx/dt = f − ½g²∇log p_t from ``t_from`` to ``t_to``.
