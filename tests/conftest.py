@@ -7,6 +7,7 @@ cosine DDPM schedules) rather than the defaults only.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import strategies as st
 
@@ -19,8 +20,16 @@ from sdekit.sde import (
     cosine_alphas_cumprod,
     linear_betas,
 )
+from sdekit.testing import GaussianMixture
 
 DTYPES = (torch.float32, torch.float64)
+
+
+@pytest.fixture(scope="session")
+def oracle() -> GaussianMixture:
+    """The standard 16-D, 8-mode test mixture: one per session, so its entropy and floors are computed once."""
+    return GaussianMixture.random(dim=16, modes=8, generator=torch.Generator().manual_seed(0))
+
 
 #: Event shapes covering vectors, images and a scalar-per-sample event.
 EVENT_SHAPES = ((1,), (3,), (2, 3), (2, 3, 4), (1, 2, 2, 2))

@@ -226,9 +226,9 @@ NUM = 16384
 
 
 @pytest.fixture(scope="module")
-def ddpm_on_oracle():
+def ddpm_on_oracle(oracle):
     """A perfect linear-schedule DDPM (β 1e-4 → 0.02, N = 1000) wrapped by ddpm.from_betas."""
-    mixture = GaussianMixture.random(dim=16, modes=8, generator=torch.Generator().manual_seed(0))
+    mixture = oracle
     reference = sdekit.DiscreteVPSDE.from_betas(sdekit.linear_betas(N, 1e-4, 0.02))
     sde, score = ddpm.from_betas(perfect_eps(mixture, reference, index_level), sdekit.linear_betas(N, 1e-4, 0.02))
     return mixture, sde, score

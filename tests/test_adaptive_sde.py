@@ -16,14 +16,9 @@ from sdekit.checks import batch_view
 from sdekit.solvers import CountedScore
 from sdekit.solvers.adaptive_sde import AdaptiveStats, adaptive_sde_sample
 from sdekit.solvers.brownian import BrownianTree
-from sdekit.testing import GaussianMixture, evaluate
+from sdekit.testing import evaluate
 
 NUM = 16384
-
-
-@pytest.fixture(scope="module")
-def mixture() -> GaussianMixture:
-    return GaussianMixture.random(dim=16, modes=8, generator=torch.Generator().manual_seed(0))
 
 
 def _run(sde: LinearSDE, score, shape, *, eps: float, seed: int = 1, **options) -> tuple[torch.Tensor, AdaptiveStats]:
@@ -54,21 +49,21 @@ def _gaussian_score(sde: LinearSDE, scale: float = 1.5):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("sde", "eps", "max_nfe"), [(VPSDE(0.1, 20.0), 1e-3, 320), (VESDE(0.01, 50.0), 1e-5, 1001)])
-def test_default_tolerances_reach_the_floor(mixture, sde, eps, max_nfe):
+def test_default_tolerances_reach_the_floor(oracle, sde, eps, max_nfe):
     """VP within 320 NFE; VE within the 1001 of a 1000-step reverse-diffusion sampler. Both honest counts."""
-    score = CountedScore(mixture.score(sde))
+    score = CountedScore(oracle.score(sde))
     x, stats = _run(sde, score, (NUM, 16), eps=eps)
-    report = evaluate(_denoise(sde, score, x, eps), mixture)
+    report = evaluate(_denoise(sde, score, x, eps), oracle)
     print(f"{type(sde).__name__}: NFE {score.nfe}  steps/sample {stats.steps / NUM:.1f}  {report.row()}")
     assert score.nfe == stats.nfe + 1 <= max_nfe
     assert report.at_floor(nll_tol=0.25), report.row()
 
 
-def test_nfe_falls_as_rtol_loosens(mixture):
+def test_nfe_falls_as_rtol_loosens(oracle):
     sde = VPSDE()
     nfe = []
     for rtol in (0.02, 0.05, 0.1):
-        score = CountedScore(mixture.score(sde))
+        score = CountedScore(oracle.score(sde))
         x, _ = _run(sde, score, (1024, 16), eps=1e-3, rtol=rtol)
         assert torch.isfinite(x).all()
         nfe.append(score.nfe)
@@ -78,11 +73,11 @@ def test_nfe_falls_as_rtol_loosens(mixture):
 # --- mechanics --------------------------------------------------------------------------------------------------------
 
 
-def test_reproducible_from_generator(mixture):
+def test_reproducible_from_generator(oracle):
     sde = VPSDE()
-    first, stats = _run(sde, mixture.score(sde), (256, 16), eps=1e-3, seed=5)
-    again, stats_again = _run(sde, mixture.score(sde), (256, 16), eps=1e-3, seed=5)
-    other, _ = _run(sde, mixture.score(sde), (256, 16), eps=1e-3, seed=6)
+    first, stats = _run(sde, oracle.score(sde), (256, 16), eps=1e-3, seed=5)
+    again, stats_again = _run(sde, oracle.score(sde), (256, 16), eps=1e-3, seed=5)
+    other, _ = _run(sde, oracle.score(sde), (256, 16), eps=1e-3, seed=6)
     assert torch.equal(first, again) and stats == stats_again
     assert not torch.allclose(first, other)
 
@@ -101,9 +96,9 @@ class _Recorder:
         return self.score(x, t)
 
 
-def test_per_sample_steps_compaction_and_honest_nfe(mixture):
+def test_per_sample_steps_compaction_and_honest_nfe(oracle):
     sde = VPSDE()
-    recorder = _Recorder(mixture.score(sde))
+    recorder = _Recorder(oracle.score(sde))
     score = CountedScore(recorder)
     masks: list[torch.Tensor] = []
     x, stats = _run(sde, score, (512, 16), eps=1e-3, callback=lambda info: masks.append(info["accepted"].clone()))

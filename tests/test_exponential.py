@@ -150,18 +150,13 @@ def test_convergence_order_on_the_exact_flow_map(method, order, sde, eps):
 # --- quality on the 16-D, 8-mode mixture ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def mixture() -> GaussianMixture:
-    return GaussianMixture.random(dim=16, modes=8, generator=torch.Generator().manual_seed(0))
-
-
 @pytest.mark.parametrize(("method", "steps"), [("dpmpp_2m", 16), ("dpmpp_3m", 19)])
-def test_ode_methods_reach_the_floor_within_20_nfe(mixture, method, steps):
+def test_ode_methods_reach_the_floor_within_20_nfe(oracle, method, steps):
     """log-SNR grid to eps = 1e-2, then the Tweedie step (measured table in the module's report)."""
     sde = VPSDE()
     x, info = ode_sample(
         sde,
-        mixture.score(sde),
+        oracle.score(sde),
         (NUM, 16),
         method=method,
         steps=steps,
@@ -170,7 +165,7 @@ def test_ode_methods_reach_the_floor_within_20_nfe(mixture, method, steps):
         generator=torch.Generator().manual_seed(1),
         return_info=True,
     )
-    report = evaluate(x, mixture)
+    report = evaluate(x, oracle)
     print(f"{method} steps={steps} NFE={info.nfe}  {report.row()}")
     assert info.nfe == steps + 1 <= 20
     assert report.at_floor(nll_tol=0.25), report.row()
@@ -179,11 +174,11 @@ def test_ode_methods_reach_the_floor_within_20_nfe(mixture, method, steps):
 SDE_STEPS = 80
 
 
-def test_sde_dpmpp_2m_reaches_the_floor_within_100_nfe(mixture):
+def test_sde_dpmpp_2m_reaches_the_floor_within_100_nfe(oracle):
     sde = VPSDE()
     x, info = sample(
         sde,
-        mixture.score(sde),
+        oracle.score(sde),
         (NUM, 16),
         method="dpmpp_2m_sde",
         steps=SDE_STEPS,
@@ -191,7 +186,7 @@ def test_sde_dpmpp_2m_reaches_the_floor_within_100_nfe(mixture):
         generator=torch.Generator().manual_seed(1),
         return_info=True,
     )
-    report = evaluate(x, mixture)
+    report = evaluate(x, oracle)
     print(f"dpmpp_2m_sde steps={SDE_STEPS} NFE={info.nfe}  {report.row()}")
     assert info.nfe == SDE_STEPS + 1 <= 100
     assert report.at_floor(nll_tol=0.25), report.row()

@@ -9,7 +9,7 @@ import torch
 
 from sdekit.likelihood import DIVERGENCES, bits_per_dim, log_likelihood, uniform_dequantize
 from sdekit.sde import VESDE, VPSDE, SubVPSDE
-from sdekit.testing import Gaussian, GaussianMixture
+from sdekit.testing import Gaussian
 
 from conftest import GenericVP
 
@@ -17,8 +17,8 @@ LN2 = math.log(2)
 
 
 @pytest.fixture(scope="module")
-def mixture_problem():
-    mixture = GaussianMixture.random(dim=16, modes=8, generator=torch.Generator().manual_seed(0))
+def mixture_problem(oracle):
+    mixture = oracle
     sde = VPSDE()
     x = mixture.sample(256, generator=torch.Generator().manual_seed(1))
     return mixture, sde, x, mixture.log_prob(x).double()

@@ -41,12 +41,6 @@ def gen(seed: int) -> torch.Generator:
 
 
 @pytest.fixture(scope="module")
-def mixture() -> GaussianMixture:
-    """The standard 16-D, 8-mode test problem (floors and entropy get cached on it)."""
-    return GaussianMixture.random(dim=16, modes=8, generator=gen(0))
-
-
-@pytest.fixture(scope="module")
 def small() -> GaussianMixture:
     """A small mixture with an image-like event shape and overlapping modes."""
     return GaussianMixture.random(dim=6, modes=3, generator=gen(1), separation=2.0, event_shape=(2, 3))
@@ -58,9 +52,9 @@ def gaussian() -> Gaussian:
     return Gaussian(torch.tensor([0.5, -1.0, 2.0]), cov)
 
 
-def autograd_score(mixture: GaussianMixture, x: torch.Tensor, sde, t) -> torch.Tensor:
+def autograd_score(oracle: GaussianMixture, x: torch.Tensor, sde, t) -> torch.Tensor:
     x = x.detach().clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(mixture.log_prob(x, sde=sde, t=t).sum(), x)
+    (grad,) = torch.autograd.grad(oracle.log_prob(x, sde=sde, t=t).sum(), x)
     return grad
 
 
@@ -104,12 +98,12 @@ def test_score_is_gradient_for_any_linear_sde(sde, t: float, seed: int) -> None:
 
 
 @pytest.mark.parametrize("name", SDES)
-def test_score_float32_matches_float64(mixture: GaussianMixture, name: str) -> None:
+def test_score_float32_matches_float64(oracle: GaussianMixture, name: str) -> None:
     sde = SDES[name]
-    score = mixture.score(sde)
+    score = oracle.score(sde)
     per_sample = torch.rand(2048, generator=gen(5)) * 0.999 + 1e-3
     for t in (per_sample, torch.full_like(per_sample, 1e-3), torch.full_like(per_sample, 0.5)):
-        x = mixture.sample(2048, sde=sde, t=t.double(), generator=gen(6))  # typical points of p_t
+        x = oracle.sample(2048, sde=sde, t=t.double(), generator=gen(6))  # typical points of p_t
         s32, s64 = score(x, t), score(x.double(), t.double())
         assert s32.dtype == torch.float32
         error = (s32.double() - s64).norm(dim=1) / s64.norm(dim=1)
@@ -117,9 +111,9 @@ def test_score_float32_matches_float64(mixture: GaussianMixture, name: str) -> N
 
 
 @pytest.mark.parametrize("name", SDES)
-def test_score_finite_at_extremes(mixture: GaussianMixture, name: str) -> None:
+def test_score_finite_at_extremes(oracle: GaussianMixture, name: str) -> None:
     sde = SDES[name]
-    score = mixture.score(sde)
+    score = oracle.score(sde)
     x = torch.randn(256, 16, generator=gen(7)) * 60  # far outside the data, at VE's σ_max scale
     for t in (0.0, 1e-6, 1.0):
         for dtype in (torch.float32, torch.float64):
@@ -225,18 +219,18 @@ def test_log_prob_integrates_to_one() -> None:
         assert abs(float(mass) - 1) < 1e-4
 
 
-def test_classify_recovers_labels(mixture: GaussianMixture) -> None:
-    x, labels = mixture.sample_with_labels(N_EVAL, generator=gen(16))
-    assert float((mixture.classify(x) == labels).double().mean()) > 0.9999
+def test_classify_recovers_labels(oracle: GaussianMixture) -> None:
+    x, labels = oracle.sample_with_labels(N_EVAL, generator=gen(16))
+    assert float((oracle.classify(x) == labels).double().mean()) > 0.9999
 
 
-def test_random_mixture_is_a_good_test_problem(mixture: GaussianMixture) -> None:
-    w = mixture.weights
+def test_random_mixture_is_a_good_test_problem(oracle: GaussianMixture) -> None:
+    w = oracle.weights
     assert abs(float(w.sum()) - 1) < 1e-12 and float(w.min()) >= 0.03 and float(w.max() / w.min()) > 2
-    assert float(mixture.eigenvalues.min()) >= 0.05 and float(mixture.eigenvalues.max()) <= 0.3
-    distances = torch.cdist(mixture.means, mixture.means) + 1e9 * torch.eye(8, dtype=torch.float64)
+    assert float(oracle.eigenvalues.min()) >= 0.05 and float(oracle.eigenvalues.max()) <= 0.3
+    distances = torch.cdist(oracle.means, oracle.means) + 1e9 * torch.eye(8, dtype=torch.float64)
     assert float(distances.min()) >= 10 * math.sqrt(0.3) - 1e-9
-    assert float(mixture.means.abs().max()) < 6
+    assert float(oracle.means.abs().max()) < 6
     for dim, modes in ((1, 4), (2, 8), (64, 3)):
         m = GaussianMixture.random(dim=dim, modes=modes, generator=gen(17))
         assert m.means.shape == (modes, dim)
@@ -298,14 +292,14 @@ def test_flow_map_transports_marginals(gaussian: Gaussian) -> None:
 # --- metrics and floors -------------------------------------------------------------------------------------------
 
 
-def test_exact_samples_are_at_floor(mixture: GaussianMixture) -> None:
-    x = mixture.sample(N_EVAL, generator=gen(22))
-    report = evaluate(x, mixture, generator=gen(23))
+def test_exact_samples_are_at_floor(oracle: GaussianMixture) -> None:
+    x = oracle.sample(N_EVAL, generator=gen(22))
+    report = evaluate(x, oracle, generator=gen(23))
     assert isinstance(report, QualityReport)
     assert report.at_floor(), report.row()
     assert report.sw1 == pytest.approx(report.sw1_floor, rel=0.35)
     assert "floor" in str(report) and str(report) == report.row()
-    assert evaluate(x, mixture, generator=gen(23)) == report  # deterministic
+    assert evaluate(x, oracle, generator=gen(23)) == report  # deterministic
 
 
 def test_floors_account_for_overlap_and_gaussians(small: GaussianMixture) -> None:
@@ -320,54 +314,54 @@ def test_floors_account_for_overlap_and_gaussians(small: GaussianMixture) -> Non
 
 
 @pytest.mark.parametrize("defect", ["scaled", "shrunk", "weights", "dropped mode", "shifted"])
-def test_wrong_samples_are_above_floor(mixture: GaussianMixture, defect: str) -> None:
-    x, labels = mixture.sample_with_labels(2 * N_EVAL, generator=gen(24))
+def test_wrong_samples_are_above_floor(oracle: GaussianMixture, defect: str) -> None:
+    x, labels = oracle.sample_with_labels(2 * N_EVAL, generator=gen(24))
     if defect == "scaled":
         x = 1.2 * x[:N_EVAL]
     elif defect == "shrunk":  # every mode 10% too narrow: the NLL gap turns negative
-        centre = mixture.means.float()[labels]
+        centre = oracle.means.float()[labels]
         x = (centre + 0.9 * (x - centre))[:N_EVAL]
     elif defect == "weights":  # the right modes in the wrong proportions
-        wrong = GaussianMixture(mixture.weights.flip(0), mixture.means, mixture.covariances)
+        wrong = GaussianMixture(oracle.weights.flip(0), oracle.means, oracle.covariances)
         x = wrong.sample(N_EVAL, generator=gen(25))
     elif defect == "dropped mode":
-        x = x[labels != int(mixture.weights.argmin())][:N_EVAL]
+        x = x[labels != int(oracle.weights.argmin())][:N_EVAL]
     else:
         x = x[:N_EVAL] + 0.05
-    report = evaluate(x, mixture)
+    report = evaluate(x, oracle)
     assert not report.at_floor(), report.row()
     if defect == "shrunk":
         assert report.nll_gap < -report.nll_floor
 
 
-def test_floors_are_sane(mixture: GaussianMixture) -> None:
-    floors = finite_sample_floors(mixture, N_EVAL)
-    assert finite_sample_floors(mixture, N_EVAL) is floors  # cached
-    w = mixture.weights
+def test_floors_are_sane(oracle: GaussianMixture) -> None:
+    floors = finite_sample_floors(oracle, N_EVAL)
+    assert finite_sample_floors(oracle, N_EVAL) is floors  # cached
+    w = oracle.weights
     multinomial_tv = float((w * (1 - w) / (2 * math.pi * N_EVAL)).sqrt().sum())
     assert floors.tv == pytest.approx(multinomial_tv, rel=0.05)
-    sd = math.sqrt(2 / math.pi) * mixture._statistics().sd_log_prob / math.sqrt(N_EVAL)
+    sd = math.sqrt(2 / math.pi) * oracle._statistics().sd_log_prob / math.sqrt(N_EVAL)
     assert sd <= floors.nll < 1.2 * sd
-    quarter = finite_sample_floors(mixture, N_EVAL // 4, repeats=4)
+    quarter = finite_sample_floors(oracle, N_EVAL // 4, repeats=4)
     assert 1.5 < quarter.sw1 / floors.sw1 < 2.5  # ~1/√n
     assert 1.7 < quarter.tv / floors.tv < 2.3
 
 
-def test_metric_functions(mixture: GaussianMixture) -> None:
-    x = mixture.sample(4096, generator=gen(26))
+def test_metric_functions(oracle: GaussianMixture) -> None:
+    x = oracle.sample(4096, generator=gen(26))
     assert sliced_wasserstein(x, x) == 0
     assert sliced_wasserstein(x, torch.cat([x, x])) == pytest.approx(0, abs=1e-12)  # same empirical law
-    y = mixture.sample(3000, generator=gen(27))
+    y = oracle.sample(3000, generator=gen(27))
     assert sliced_wasserstein(x, y) == pytest.approx(sliced_wasserstein(y, x), rel=1e-12)
     assert sliced_wasserstein(x, y, generator=gen(1)) != sliced_wasserstein(x, y, generator=gen(2))
     line = torch.randn(1000, 1, generator=gen(28))
     assert sliced_wasserstein(line, line + 0.25) == pytest.approx(0.25, rel=1e-6)  # W1 of a shift
-    labels = mixture.classify(x)
+    labels = oracle.classify(x)
     only_first = x[labels == 0]
-    assert mode_weight_tv(only_first, mixture) == pytest.approx(1 - float(mixture.weights[0]), rel=1e-9)
-    entropy, _ = mixture.entropy()
-    assert nll_gap(x, mixture) == pytest.approx(-float(mixture.log_prob(x).double().mean()) - entropy)
-    assert nll_gap(x, mixture, entropy=0.0) == pytest.approx(-float(mixture.log_prob(x).double().mean()))
+    assert mode_weight_tv(only_first, oracle) == pytest.approx(1 - float(oracle.weights[0]), rel=1e-9)
+    entropy, _ = oracle.entropy()
+    assert nll_gap(x, oracle) == pytest.approx(-float(oracle.log_prob(x).double().mean()) - entropy)
+    assert nll_gap(x, oracle, entropy=0.0) == pytest.approx(-float(oracle.log_prob(x).double().mean()))
 
 
 # --- validation ---------------------------------------------------------------------------------------------------
