@@ -124,6 +124,13 @@ class ImportanceTimes:
         mass = 0.5 * (w[1:] * log_t[1:].exp() + w[:-1] * log_t[:-1].exp()) * log_t.diff()
         self.log_t, self.cdf = log_t, torch.cat([torch.zeros(1, dtype=torch.float64), mass.cumsum(0)])
         self.total = float(self.cdf[-1])
+        self._device_tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def _tables(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(cdf, log t) on ``device``, copied there once: sampling stays on the device, without a round trip."""
+        if device not in self._device_tables:
+            self._device_tables[device] = (self.cdf.to(device), self.log_t.to(device))
+        return self._device_tables[device]
 
     def _w(self, t: Tensor) -> Tensor:
         return self.sde.diffusion_squared(t) / self.sde.std(t) ** 2
@@ -132,14 +139,13 @@ class ImportanceTimes:
         self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
     ) -> tuple[Tensor, Tensor]:
         """``(t, weight)``, both float64 of shape (n,) on ``device``."""
-        u = torch.rand(n, generator=generator, dtype=torch.float64, device=device).cpu() * self.total
-        i = torch.searchsorted(self.cdf, u, right=True).clamp(1, _IS_GRID - 1)
-        frac = (u - self.cdf[i - 1]) / (self.cdf[i] - self.cdf[i - 1])
-        log_t = torch.lerp(self.log_t[i - 1], self.log_t[i], frac)
-        t = log_t.exp().clamp(self.eps, self.sde.T)
-        density = (self.cdf[i] - self.cdf[i - 1]) / (self.log_t[i] - self.log_t[i - 1]) / t / self.total
-        weight = self._w(t) / (density * (self.sde.T - self.eps))
-        return t.to(device), weight.to(device)
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=device) * self.total
+        cdf, log_t = self._tables(u.device)
+        i = torch.searchsorted(cdf, u, right=True).clamp(1, _IS_GRID - 1)
+        frac = (u - cdf[i - 1]) / (cdf[i] - cdf[i - 1])
+        t = torch.lerp(log_t[i - 1], log_t[i], frac).exp().clamp(self.eps, self.sde.T)
+        density = (cdf[i] - cdf[i - 1]) / (log_t[i] - log_t[i - 1]) / t / self.total
+        return t, self._w(t) / (density * (self.sde.T - self.eps))
 
 
 @functools.lru_cache(maxsize=16)
