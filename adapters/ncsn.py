@@ -26,7 +26,7 @@ from torch import Tensor
 
 import sdekit
 from adapters._common import Network, call_network, check_inputs, check_model_kwargs, check_network
-from sdekit.checks import batch_view, check_choice, check_positive_int
+from sdekit.checks import batch_view, check_choice, check_positive, check_positive_int, check_shape
 
 __all__ = ["NCSNScore", "from_sigmas", "geometric_sigmas", "annealed_langevin_sample"]
 
@@ -184,8 +184,7 @@ def annealed_langevin_sample(
     (``nfe`` = L·steps_each (+1 with denoise), ``grid`` = the level times).
     """
     steps_each = check_positive_int("steps_each", steps_each)
-    if isinstance(step_lr, bool) or not isinstance(step_lr, int | float) or not (0 < step_lr < math.inf):
-        raise ValueError(f"step_lr must be a finite number > 0, got {step_lr!r}")
+    step_lr = check_positive("step_lr", step_lr)
     score = NCSNScore(model, sigmas, version=version, label=label, model_kwargs=model_kwargs)
     x = _initial_state(score, shape, x_init, generator, device, dtype)
     sigma_last = float(score.sigmas[-1])
@@ -224,12 +223,8 @@ def _initial_state(
         return x_init.to(device=device if device is not None else x_init.device, dtype=dtype)
     if shape is None:
         raise TypeError("give shape=(batch, *event) or x_init=")
-    if (
-        not isinstance(shape, tuple | list)
-        or len(shape) < 2
-        or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)
-    ):
-        raise ValueError(f"shape must be a tuple of positive ints (batch, *event), got {shape!r}")
+    if len(check_shape("shape", shape)) < 2:
+        raise ValueError(f"shape must be (batch, *event) with at least one event dimension, got {tuple(shape)!r}")
     if device is None:
         device = next((p.device for p in score.parameters()), torch.device("cpu"))
     return torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
