@@ -26,6 +26,7 @@ Memory is bounded by one chunk: chunks are streamed into ``samples.npz``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import warnings
@@ -138,13 +139,14 @@ def prepare_out(out: Path, config: RunConfig, *, write: bool = True) -> None:
     With ``write=False`` (ranks other than 0) only the check is made.
     """
     path = out / CONFIG_FILE
-    if path.exists() and _has_chunks(out):  # a run with no finished chunk has nothing to protect
+    binding = path.exists() and _has_chunks(out)  # a run with no finished chunk has nothing to protect
+    if binding:
         _check_same(path, config)
     if not write:
         return
     try:
         (out / "chunks").mkdir(parents=True, exist_ok=True)
-        if not (path.exists() and _has_chunks(out)):
+        if not binding:
             text = json.dumps(asdict(config), indent=2, sort_keys=True, default=str) + "\n"
             atomic_write(path, lambda tmp: tmp.write_text(text))
     except OSError as error:
@@ -283,10 +285,5 @@ def _write_npz(path: Path, config: RunConfig, arrays: Iterator[np.ndarray]) -> N
     entry = zipfile.ZipInfo("samples.npy", date_time=(1980, 1, 1, 0, 0, 0))
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive, archive.open(entry, "w", force_zip64=True) as f:
         np.lib.format.write_array_header_1_0(f, header)
-        for array in _chain(first, arrays):
+        for array in itertools.chain([first], arrays):
             f.write(np.ascontiguousarray(array, dtype=first.dtype).tobytes())
-
-
-def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    yield first
-    yield from rest
