@@ -365,20 +365,20 @@ def test_fixed_grid_loop_reads_nothing_back(sampler, method, sde_name):
 # --- adaptive SDE solver: k = 1 iteration (2 score calls) -----------------------------------------------------------
 
 
+def run_adaptive_sde(sde: Any, score: Any, device: str) -> tuple[Tensor, Any]:
+    """``sample(method="adaptive")`` from the prior, without the final denoising step, on ``device``."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    return sample(
+        sde, score, SHAPE, method="adaptive", denoise=False, generator=generator, device=device, return_info=True
+    )
+
+
 @pytest.mark.parametrize("sde_name", ["vp", "ve", "discrete_vp"])
 def test_adaptive_sde_reads_back_once_per_iteration(sde_name):
     sde = SDES[sde_name]()
     recorder = ReadBackRecorder()
     with recorder:
-        x, info = sample(
-            sde,
-            recorder.score(gaussian_score(sde)),
-            SHAPE,
-            method="adaptive",
-            denoise=False,
-            generator=torch.Generator().manual_seed(0),
-            return_info=True,
-        )
+        x, info = run_adaptive_sde(sde, recorder.score(gaussian_score(sde)), "cpu")
     assert torch.isfinite(x).all()
     iterations = check_iteration_bound(recorder, info.nfe, setup_calls=0, calls_per_iteration=2)
     # One device read-back (the status vector) per iteration, the rest of the loop reads its host copy.
@@ -605,16 +605,7 @@ def test_adaptive_sde_syncs_once_per_iteration_cuda(sde_name):
     sde = SDES[sde_name]()
     recorder = CudaSyncRecorder()
     with recorder.recording():
-        x, info = sample(
-            sde,
-            recorder.score(gaussian_score(sde)),
-            SHAPE,
-            method="adaptive",
-            denoise=False,
-            generator=torch.Generator(device=CUDA).manual_seed(0),
-            device=CUDA,
-            return_info=True,
-        )
+        x, info = run_adaptive_sde(sde, recorder.score(gaussian_score(sde)), CUDA)
     assert x.device.type == CUDA and torch.isfinite(x).all()
     check_iteration_bound(recorder, info.nfe, setup_calls=0, calls_per_iteration=2)
 
