@@ -138,6 +138,7 @@ def test_weights_that_are_not_safe(tmp_path: Path, capsys: pytest.CaptureFixture
         assert code == 2 and message in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_module_entry_point_exit_status(tmp_path: Path) -> None:
     """`python -m sdekit` itself: a user error exits 2 with one line, no traceback."""
     result = subprocess.run(

@@ -69,6 +69,7 @@ def test_ode_convergence_order(method, order, steps, sde):
     assert abs(slope(steps, errors) - order) <= 0.3, errors
 
 
+@pytest.mark.slow
 def test_euler_maruyama_weak_order_one():
     """Mean and variance errors of the EM iterate at eps halve when the step count doubles."""
     sde, eps, steps = VPSDE(), 1e-3, [10, 20, 40, 80]

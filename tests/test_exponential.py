@@ -150,9 +150,15 @@ def test_convergence_order_on_the_exact_flow_map(method, order, sde, eps):
 # --- quality on the 16-D, 8-mode mixture ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "steps"), [("dpmpp_2m", 16), ("dpmpp_3m", 19)])
-def test_ode_methods_reach_the_floor_within_20_nfe(oracle, method, steps):
-    """log-SNR grid to eps = 1e-2, then the Tweedie step (measured table in the module's report)."""
+@pytest.mark.parametrize(("method", "steps"), [("dpmpp_2m", 30), ("dpmpp_3m", 30)])
+def test_ode_methods_reach_the_floor_within_31_nfe(oracle, method, steps):
+    """log-SNR grid to eps = 1e-2, then the Tweedie step.
+
+    Measured at seed 1 with the calibrated rule (NLL limit ±0.090 at n = 16384): 2M's NLL gap is
+    +0.115 / +0.112 / +0.079 / +0.042 at 16 / 19 / 24 / 30 steps, 3M's +0.43 / +0.21 / +0.073 / +0.007
+    (and SW1 1.52× / 1.24× its floor at 16 / 19 steps, over the 1.22× limit). So neither is at floor
+    at 20 NFE, which the old ±0.25-nat tolerance let pass; both are at 31.
+    """
     sde = VPSDE()
     x, info = ode_sample(
         sde,
@@ -167,8 +173,8 @@ def test_ode_methods_reach_the_floor_within_20_nfe(oracle, method, steps):
     )
     report = evaluate(x, oracle)
     print(f"{method} steps={steps} NFE={info.nfe}  {report.row()}")
-    assert info.nfe == steps + 1 <= 20
-    assert report.at_floor(nll_tol=0.25), report.row()
+    assert info.nfe == steps + 1 <= 31
+    assert report.at_floor(), report.row()
 
 
 SDE_STEPS = 80
@@ -189,7 +195,7 @@ def test_sde_dpmpp_2m_reaches_the_floor_within_100_nfe(oracle):
     report = evaluate(x, oracle)
     print(f"dpmpp_2m_sde steps={SDE_STEPS} NFE={info.nfe}  {report.row()}")
     assert info.nfe == SDE_STEPS + 1 <= 100
-    assert report.at_floor(nll_tol=0.25), report.row()
+    assert report.at_floor(), report.row()
 
 
 # --- contracts -------------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ def _faults(mode: str, **env: str) -> tuple[str, int]:
 
 
 @glibc_only
+@pytest.mark.slow
 def test_kept_memory_is_reused_without_page_faults():
     applied, kept = _faults("keep")
     _, default = _faults("default")
@@ -52,6 +53,7 @@ def test_kept_memory_is_reused_without_page_faults():
 @pytest.mark.parametrize(
     "env", [{"SDEKIT_KEEP_FREED_MEMORY": "0"}, {"MALLOC_TRIM_THRESHOLD_": "131072"}], ids=["opt-out", "user-setting"]
 )
+@pytest.mark.slow
 def test_opting_out_or_the_users_own_setting_leaves_the_allocator_alone(env):
     applied, faults = _faults("keep", **env)
     assert applied == "False"

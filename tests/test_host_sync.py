@@ -374,6 +374,7 @@ def run_adaptive_sde(sde: Any, score: Any, device: str) -> tuple[Tensor, Any]:
 
 
 @pytest.mark.parametrize("sde_name", ["vp", "ve", "discrete_vp"])
+@pytest.mark.slow
 def test_adaptive_sde_reads_back_once_per_iteration(sde_name):
     sde = SDES[sde_name]()
     recorder = ReadBackRecorder()

@@ -19,6 +19,7 @@ from scipy.special import logsumexp
 
 from sdekit.sde import VESDE, VPSDE, SubVPSDE
 from sdekit.testing import (
+    FALSE_ALARM,
     ExactScore,
     Gaussian,
     GaussianMixture,
@@ -345,6 +346,52 @@ def test_floors_are_sane(oracle: GaussianMixture) -> None:
     quarter = finite_sample_floors(oracle, N_EVAL // 4, repeats=4)
     assert 1.5 < quarter.sw1 / floors.sw1 < 2.5  # ~1/√n
     assert 1.7 < quarter.tv / floors.tv < 2.3
+
+
+def test_limits_are_the_exact_sample_quantiles(oracle: GaussianMixture) -> None:
+    """Each limit is the 1 − α/3 point of its metric under exact sampling (α = FALSE_ALARM)."""
+    floors = finite_sample_floors(oracle, N_EVAL)
+    assert floors.false_alarm == FALSE_ALARM == 1e-3
+    se = math.sqrt(oracle._statistics().sd_log_prob ** 2 / N_EVAL + oracle._statistics().standard_error ** 2)
+    assert floors.nll_limit == pytest.approx(stats.norm.isf(FALSE_ALARM / 6) * se, rel=1e-12)
+    assert floors.nll == pytest.approx(math.sqrt(2 / math.pi) * se, rel=1e-12)
+    # TV: the mean of |Multinomial/n − w| is ~0.8 sd of it, so its 99.97 % point sits ~2× the mean.
+    assert 1.8 < floors.tv_limit / floors.tv < 2.6
+    # SW1: 4 % relative sd in 16-D, a t(15) prediction bound at 99.97 %: about 1.2×.
+    assert 1.1 < floors.sw1_limit / floors.sw1 < 1.35
+    looser = finite_sample_floors(oracle, N_EVAL, false_alarm=0.05)
+    assert looser.nll_limit < floors.nll_limit and looser.tv_limit < floors.tv_limit
+    assert looser.sw1_limit < floors.sw1_limit
+
+
+def test_exact_sets_pass_at_every_seed_and_a_biased_one_is_named() -> None:
+    """Twenty exact 2-D sets (fixed seeds) all pass; each shifted by 0.1 fails, and SW1 is named."""
+    mixture = GaussianMixture.random(dim=2, modes=8, generator=gen(0))
+    for seed in range(20):
+        x = mixture.sample(4096, generator=gen(100 + seed))
+        report = evaluate(x, mixture, generator=gen(200 + seed))
+        assert report.at_floor() and report.failures() == [], (seed, report.row())
+        assert "sw1" in evaluate(x + 0.1, mixture, generator=gen(200 + seed)).failures()
+    with pytest.raises(ValueError, match="nll_offset must be a finite number"):
+        report.at_floor(nll_offset=math.nan)
+
+
+@pytest.mark.slow
+def test_a_planted_variance_bias_of_a_tenth_of_a_nat_fails_at_n_65536(oracle: GaussianMixture) -> None:
+    """Samples widened about their means so that E[NLL gap] = +0.1 nats fail; the same exact set passes.
+
+    At n = 16384 the NLL limit is ±0.090 (se 0.025), so a 0.1-nat bias is caught only about two times
+    in three there (70.5 % over 200 seeds, scripts/calibrate_checks.py); at n = 65536 the limit is ±0.046.
+    """
+    n = 4 * N_EVAL
+    x, labels = oracle.sample_with_labels(n, generator=gen(40))
+    exact = evaluate(x, oracle, generator=gen(41))
+    assert exact.at_floor(), exact.row()
+    centre = oracle.means.float()[labels]
+    widened = centre + math.sqrt(1 + 2 * 0.1 / oracle.dim) * (x - centre)
+    report = evaluate(widened, oracle, generator=gen(41))
+    assert report.nll_gap == pytest.approx(exact.nll_gap + 0.1, abs=0.01)
+    assert "nll" in report.failures(), report.row()
 
 
 def test_metric_functions(oracle: GaussianMixture) -> None:

@@ -1,8 +1,13 @@
 """Sample quality on the exact oracle: a 16-D, 8-mode Gaussian mixture with unequal weights.
 
 VP SDE (β 0.1..20), exact score, 16 384 samples, 1000 uniform steps. "At floor" means
-statistically indistinguishable from exact samples of the same size: sliced W1 ≤ 1.3×
-its finite-sample floor, mode-weight TV ≤ 1.5× its floor, |NLL − entropy| ≤ 0.5 nats.
+statistically indistinguishable from exact samples of the same size at false-alarm rate 0.1 %
+(``QualityReport.at_floor``; here SW1 ≤ 1.22× and TV ≤ 2.15× their floors, |NLL gap| ≤ 0.090).
+Two samplers carry a known NLL bias at 1000 steps, measured at this seed and pinned with
+``nll_offset`` so that it can neither grow nor change sign unnoticed: ancestral −0.164 nats (its
+posterior variance β̃ leaves out the uncertainty of x̂₀; −0.15 through the DDPM adapter) and
+reverse diffusion + Langevin +0.183 (the corrector's batch-mean step at snr 0.16). The old
+±0.5-nat tolerance hid both.
 The full table over every predictor/corrector pair and step count is produced by
 ``benchmarks/pc_quality_table.py`` and committed in docs/benchmarks.md.
 """
@@ -20,10 +25,10 @@ NUM = 16384
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("predictor", "corrector"),
-    [("euler_maruyama", "none"), ("ancestral", "none"), ("reverse_diffusion", "langevin")],
+    ("predictor", "corrector", "nll_offset"),
+    [("euler_maruyama", "none", 0.0), ("ancestral", "none", -0.164), ("reverse_diffusion", "langevin", 0.183)],
 )
-def test_1000_steps_reach_the_finite_sample_floor(oracle, predictor, corrector):
+def test_1000_steps_reach_the_finite_sample_floor(oracle, predictor, corrector, nll_offset):
     sde = VPSDE()
     x, info = pc_sample(
         sde,
@@ -37,9 +42,7 @@ def test_1000_steps_reach_the_finite_sample_floor(oracle, predictor, corrector):
     )
     report = evaluate(x, oracle)
     print(f"{predictor}+{corrector}: NFE {info.nfe}  {report.row()}")
-    assert report.sw1 <= 1.3 * report.sw1_floor, report.row()
-    assert report.tv <= 1.5 * report.tv_floor, report.row()
-    assert abs(report.nll_gap) <= 0.5, report.row()
+    assert report.at_floor(nll_offset=nll_offset), report.row()
 
 
 def test_a_wrong_sampler_is_caught(oracle):

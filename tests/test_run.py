@@ -99,6 +99,7 @@ def test_different_configuration_is_refused(reference: Path, capsys: pytest.Capt
     assert "different configuration" in err and "seed: 0 there, 1 now" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
     """Kill a real `python -m sdekit sample` process with SIGKILL part-way, rerun, compare with an uninterrupted run."""
     args = ["--num", "400", "--chunk", "20", "--steps", "40"]
@@ -118,6 +119,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
     assert npz_bytes(killed) == npz_bytes(full)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_is_bit_identical(reference: Path, tmp_path: Path) -> None:
     """`torchrun --nproc-per-node 2 -m sdekit sample` (gloo): chunks round-robin, rank 0 merges; same bytes."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
