@@ -7,13 +7,19 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-20}
-shift || true
+case "$runs" in
+    '' | *[!0-9]*) echo "usage: scripts/seed_sweep.sh [RUNS] [PYTEST ARGS...]; RUNS must be a positive integer, got '$runs'" >&2; exit 2 ;;
+esac
+[ $# -gt 0 ] && shift
+unset CI  # hypothesis derandomised under CI would ignore --hypothesis-seed (tests/conftest.py)
+python=python
+[ -x .venv/bin/python ] && python=.venv/bin/python
 failed=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for seed in $(seq 1 "$runs"); do
     status=0
-    python -m pytest -q -p no:cacheprovider --global-seed "$seed" --hypothesis-seed "$seed" "$@" >"$log" 2>&1 || status=$?
+    "$python" -m pytest -q -p no:cacheprovider --global-seed "$seed" --hypothesis-seed "$seed" "$@" >"$log" 2>&1 || status=$?
     printf 'seed %3d: %s\n' "$seed" "$(tail -n 1 "$log")"
     if [ "$status" -ne 0 ]; then
         failed=$((failed + 1))
