@@ -10,7 +10,7 @@ starts from the *same* prior draw x_prior (seed 1; stochastic samplers draw thei
 generator seeded 2), so ODE solvers differ only by their discretisation. Reported: NFE,
 sliced W1, mode-weight TV and |NLL − H| beside their finite-sample floors, and "floor level"
 = ``QualityReport.at_floor()``: every metric inside the limit that exact sets of the same size
-exceed with probability 0.1 %/3 (at n = 16384 on this mixture SW1 ≤ 1.22× floor, TV ≤ 2.15×
+exceed with probability 0.1 %/3 (at n = 16384 on this mixture SW1 ≤ 1.26× floor, TV ≤ 2.15×
 floor, |NLL − H| ≤ 0.090 nats; docs/testing.md). Each case runs once
 (``benchmark.pedantic(rounds=1)``); its figures go to ``benchmark.extra_info`` and one table
 row is printed (all rows again as Markdown tables at the end of the session).

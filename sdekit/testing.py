@@ -772,8 +772,8 @@ def finite_sample_floors(
       confidence over the calibration draw it lies above the ``1 − false_alarm/3`` quantile of
       exact sets (k from the noncentral t; 4.98 for r = 16, where a known spread would give 3.40).
       log SW1 of exact sets is close to normal (skewness 0.2–0.5 measured over 400 pairs, against
-      0.35–0.8 for SW1 itself). The limit is about 1.23× the mean on the 16-D, 8-mode test mixture
-      at n = 16384 (relative sd 4 %), 1.5–1.6× on the 2-D one at n = 4096 (9 %) and 1.7–1.8× on a
+      0.35–0.8 for SW1 itself). The limit is about 1.26× the mean on the 16-D, 8-mode test mixture
+      at n = 16384 (relative sd 4 %), 1.4× on the 2-D one at n = 4096 (9 %) and 1.85× on a
       6-D mixture of overlapping modes (12 %);
     * ``tv``: the empirical ``1 − false_alarm/3`` quantile of TV over Multinomial(n, q) counts, q
       the classification frequencies of exact samples (so misclassification of overlapping modes is
@@ -891,7 +891,7 @@ class QualityReport:
         statistical test: it fails when the gap moves by more than the limit (a bias that grows
         by ±0.09 nats on the 16-D oracle at n = 16384, or a fix of the bias, shows). The default 0
         asks for indistinguishability from exact samples. Measured on that mixture: NLL limit
-        ±0.090 nats (se 0.025), SW1 about 1.23× and TV about 2.2× their floors;
+        ±0.090 nats (se 0.025), SW1 about 1.26× and TV about 2.2× their floors;
         ``scripts/calibrate_checks.py`` measures the false-alarm rate and the power against a
         planted 0.1-nat variance bias.
         """

@@ -156,7 +156,7 @@ def test_ode_methods_reach_the_floor_within_31_nfe(oracle, method, steps):
 
     Measured at seed 1 with the calibrated rule (NLL limit ±0.090 at n = 16384): 2M's NLL gap is
     +0.115 / +0.112 / +0.079 / +0.042 at 16 / 19 / 24 / 30 steps, 3M's +0.43 / +0.21 / +0.073 / +0.007
-    (and SW1 1.52× / 1.24× its floor at 16 / 19 steps, over the 1.22× limit). So neither is at floor
+    (and SW1 1.52× its floor at 16 steps, over the 1.26× limit). So neither is at floor
     at 20 NFE, which the old ±0.25-nat tolerance let pass; both are at 31.
     """
     sde = VPSDE()

@@ -381,7 +381,7 @@ def test_a_planted_variance_bias_of_a_tenth_of_a_nat_fails_at_n_65536(oracle: Ga
     """Samples widened about their means so that E[NLL gap] = +0.1 nats fail; the same exact set passes.
 
     At n = 16384 the NLL limit is ±0.090 (se 0.025), so a 0.1-nat bias is caught only about two times
-    in three there (70.5 % over 200 seeds, scripts/calibrate_checks.py); at n = 65536 the limit is ±0.046.
+    in three there (67–74 % over 200 seeds, scripts/calibrate_checks.py); at n = 65536 the limit is ±0.046.
     """
     n = 4 * N_EVAL
     x, labels = oracle.sample_with_labels(n, generator=gen(40))

@@ -2,7 +2,7 @@
 
 VP SDE (β 0.1..20), exact score, 16 384 samples, 1000 uniform steps. "At floor" means
 statistically indistinguishable from exact samples of the same size at false-alarm rate 0.1 %
-(``QualityReport.at_floor``; here SW1 ≤ 1.22× and TV ≤ 2.15× their floors, |NLL gap| ≤ 0.090).
+(``QualityReport.at_floor``; here SW1 ≤ 1.26× and TV ≤ 2.15× their floors, |NLL gap| ≤ 0.090).
 Two samplers carry a known NLL bias at 1000 steps, measured at this seed and pinned with
 ``nll_offset`` (a regression pin: it fails when the gap moves by more than ±0.09): ancestral −0.164 nats (its
 posterior variance β̃ leaves out the uncertainty of x̂₀; −0.15 through the DDPM adapter) and
