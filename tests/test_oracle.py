@@ -364,6 +364,21 @@ def test_limits_are_the_exact_sample_quantiles(oracle: GaussianMixture) -> None:
     assert looser.sw1_limit < floors.sw1_limit
 
 
+def test_sw1_limit_is_the_tolerance_bound_of_its_calibration_pairs() -> None:
+    """k for 16 draws, tail 1e-3/3, 95 % confidence is 4.98 (noncentral t), and the limit is exp(m + k·s) of log SW1."""
+    from sdekit.testing import _tolerance_factor
+
+    assert _tolerance_factor(16, FALSE_ALARM / 3) == pytest.approx(4.977, abs=2e-3)
+    z = stats.norm.isf(FALSE_ALARM / 3)  # 3.40: at confidence 0.5 the factor is the median, just above z
+    assert z < _tolerance_factor(16, FALSE_ALARM / 3, confidence=0.5) < 1.03 * z
+    assert _tolerance_factor(64, FALSE_ALARM / 3) < _tolerance_factor(16, FALSE_ALARM / 3)
+    mixture = GaussianMixture.random(dim=2, modes=3, generator=gen(5))
+    floors = finite_sample_floors(mixture, 512, generator=gen(6), repeats=5, projections=16)
+    again = finite_sample_floors(mixture, 512, generator=gen(6), repeats=5, projections=16)
+    assert floors == again  # a given generator reproduces the limits
+    assert floors.sw1 < floors.sw1_limit and floors.tv < floors.tv_limit
+
+
 def test_exact_sets_pass_at_every_seed_and_a_biased_one_is_named() -> None:
     """Twenty exact 2-D sets (fixed seeds) all pass; each shifted by 0.1 fails, and SW1 is named."""
     mixture = GaussianMixture.random(dim=2, modes=8, generator=gen(0))
