@@ -1,23 +1,13 @@
-"""Adapters: turn existing networks into ``score(x, t)`` modules for sdekit's samplers.
+"""sdekit's adapters under their short name: ``from adapters import ddpm``.
 
-=============  ===========================================  =========================================
-name           network                                      entry point
-=============  ===========================================  =========================================
-``ddpm``       ε̂(x, timestep), DDPM / iDDPM                 ``ddpm.from_betas``, ``ddpm.EpsilonScore``
-``ncsn``       NCSN v1 s(x, i) / v2 output/σ                ``ncsn.from_sigmas``, ``ncsn.NCSNScore``
-``x0``         data prediction x̂₀(x, t)                     ``x0.DataScore``
-``v``          v-prediction v̂(x, t)                         ``v.VelocityScore``
-``edm``        EDM denoiser D(x, σ)                          ``edm.DenoiserScore``
-``diffusers``  ``UNet2DModel`` + DDPM/DDIM scheduler         ``diffusers.from_unet`` (extra ``diffusers``)
-=============  ===========================================  =========================================
-
-Every adapter is a ``torch.nn.Module`` holding the network (so ``.to(device)`` and
-``.parameters()`` work), accepts any event shape, and evaluates schedules in float64.
-Look adapters up by name with :func:`get`; :func:`available` lists them, including
-third-party ones registered in the ``sdekit.adapters`` entry-point group. They use only
-sdekit's public API. See docs/adapters.md for the conventions and conversion formulas.
+A thin re-export: the implementation is :mod:`sdekit.adapters`, and ``adapters.ddpm`` *is*
+``sdekit.adapters.ddpm``. ``from sdekit.adapters import ddpm`` always works, including where
+another distribution also named ``adapters`` is installed (see :mod:`sdekit.adapters._toplevel`).
 """
 
-from adapters._registry import ENTRY_POINT_GROUP, available, get, register
+from sdekit.adapters import ENTRY_POINT_GROUP, available, get, register
+
+#: sdekit.adapters._toplevel.MARKER: this package is sdekit's (another distribution's __init__ lacks it).
+__sdekit_adapters__ = True
 
 __all__ = ["ENTRY_POINT_GROUP", "available", "get", "register"]

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from sdekit.host_memory import release_free_memory
+from sdekit.app.host_memory import release_free_memory
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 R = TypeVar("R")

@@ -9,7 +9,7 @@ Options and environment variables (all benchmarks):
 * ``SDEKIT_BENCH_SAMPLES``: samples per quality case (default 16384, the size the floors
   in docs/benchmarks.md were measured at).
 * ``SDEKIT_KEEP_FREED_MEMORY=0``: measure with glibc's default allocator settings. By default
-  the session keeps freed host memory for reuse (:func:`sdekit.host_memory.keep_freed_memory`,
+  the session keeps freed host memory for reuse (:func:`sdekit.app.host_memory.keep_freed_memory`,
   as the command line does): otherwise page faults of freshly mapped buffers are up to half of
   a cheap score's time on CPU, and vary with what else the process allocated, so the overhead
   ratios would measure the allocator. The tables' header line says which setting was used.
@@ -27,7 +27,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from sdekit.host_memory import keep_freed_memory
+from sdekit.app.host_memory import keep_freed_memory
 from sdekit.testing import GaussianMixture
 
 _TABLES = pytest.StashKey[dict[str, tuple[str, list[str]]]]()

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from sdekit.models import digits, fd
+from sdekit.app.models import digits, fd
 from sdekit.sampling import ode_sample, pc_sample, sample
 
 CONFIGS: list[tuple[str, Callable[..., Any], dict[str, Any]]] = [

@@ -18,7 +18,7 @@ import pytest
 
 CHILD = (
     "import resource, sys\n"
-    "from sdekit.cli import main\n"
+    "from sdekit.app.cli import main\n"
     "code = main(sys.argv[1:])\n"
     "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     "sys.exit(code)\n"

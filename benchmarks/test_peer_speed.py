@@ -35,7 +35,7 @@ from torch import Tensor
 
 from adapters import ddpm
 from sdekit import linear_betas, ode_sample, sample
-from sdekit.models import digits
+from sdekit.app.models import digits
 
 from _overhead import sync
 from _peers import k_diffusion_external, k_diffusion_sampling

@@ -126,7 +126,7 @@ def _mixture() -> GaussianMixture:
 
 
 def _digits(device: torch.device) -> tuple[SDE, ScoreFn, tuple[int, ...], int]:
-    from sdekit.models import digits
+    from sdekit.app.models import digits
 
     sde, score = digits.load(device)
     return sde, score, (1, 8, 8), 4096 if device.type == "cuda" else 256

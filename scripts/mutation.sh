@@ -20,9 +20,9 @@ CORE=(
     'sdekit.sampling.*'
     'sdekit.likelihood.*'
     'sdekit.losses.*'
-    'sdekit.run.x_chunk_seed__mutmut_*'
-    'sdekit.run.x_chunk_sizes__mutmut_*'
-    'sdekit.run.x_run_chunks__mutmut_*'
+    'sdekit.app.run.x_chunk_seed__mutmut_*'
+    'sdekit.app.run.x_chunk_sizes__mutmut_*'
+    'sdekit.app.run.x_run_chunks__mutmut_*'
 )
 
 mode=run

@@ -4,7 +4,7 @@
     python scripts/train_digits.py --steps 500      # a quick smoke run
 
 1. A tiny CNN classifier (seconds) whose features define FD-digits.
-2. The ε-prediction :class:`sdekit.models.digits.DigitsUNet` with the DDPM ε-loss on the
+2. The ε-prediction :class:`sdekit.app.models.digits.DigitsUNet` with the DDPM ε-loss on the
    linear 1000-step schedule, AdamW, cosine learning rate, EMA of the weights (shipped).
 
 Everything is seeded; with the same torch version and ``--threads`` the weights are
@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch.nn import functional as nnf
 
 import sdekit
-from sdekit.models import digits
+from sdekit.app.models import digits
 
 OUT = Path(digits.__file__).parent / "weights"
 

@@ -1,7 +1,7 @@
-"""``python -m sdekit``: the command line of :mod:`sdekit.cli`."""
+"""``python -m sdekit``: the command line of :mod:`sdekit.app.cli`."""
 
 import sys
 
-from sdekit.cli import main
+from sdekit.app.cli import main
 
 sys.exit(main())

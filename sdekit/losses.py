@@ -99,7 +99,7 @@ def dsm_loss(
     with time_checks(False):
         mean, std = sde.marginal(x0, times)
         if weight is None and weighting == "likelihood":  # λ/σ² = g²/σ² (for "std2" it is 1)
-            weight = (sde.diffusion(times).double() / std.double()) ** 2
+            weight = (sde.diffusion(x0.double(), times).double() / std.double()) ** 2
         residual = batch_view(std, x0) * score(mean + batch_view(std, x0) * z, times) + z
     losses = _reduce(residual.square(), reduce)
     if weight is not None:

@@ -52,7 +52,7 @@ def diffusion_divergence(sde: SDE, x: Tensor, t: Tensor) -> Tensor:
     """
     with torch.enable_grad():
         y = x.detach().requires_grad_(True)
-        return jacobian_diagonal(sde.diffusion(t, y) ** 2, y).detach()
+        return jacobian_diagonal(sde.diffusion(y, t) ** 2, y).detach()
 
 
 #: Basis vectors per batched backward pass of :func:`jacobian_diagonal`: bounds memory at about
@@ -92,7 +92,7 @@ class _Derived:
 
     def _diffusion_terms(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
         """g² broadcast against x, and ∇·(GGᵀ) when the diffusion depends on the state."""
-        g = self.sde.diffusion(t, x)
+        g = self.sde.diffusion(x, t)
         if self.sde.state_dependent_diffusion:
             return g**2, diffusion_divergence(self.sde, x, t)
         return batch_view(g**2, x), None
@@ -121,9 +121,9 @@ class ReverseSDE(_Derived):
         drift = self.sde.drift(x, t) - g2 * self.score(x, t)
         return drift if div is None else drift - div
 
-    def diffusion(self, t: Tensor, x: Tensor | None = None) -> Tensor:
+    def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
         """g(t) (or G(x, t)), as the forward SDE's."""
-        return self.sde.diffusion(t, x)
+        return self.sde.diffusion(x, t)
 
     # torchsde contract: reversed time s = T - t, flattened states (B, D).
     def f(self, s: Tensor, y: Tensor) -> Tensor:
@@ -132,7 +132,7 @@ class ReverseSDE(_Derived):
 
     def g(self, s: Tensor, y: Tensor) -> Tensor:
         x = self._unflatten(y)
-        g = self.diffusion(self._times(s, y), x)
+        g = self.diffusion(x, self._times(s, y))
         return (g if g.shape == x.shape else batch_view(g, x).expand_as(x)).reshape(y.shape).to(y.dtype)
 
 

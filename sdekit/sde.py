@@ -12,7 +12,7 @@ accept any :class:`LinearSDE`; a custom linear SDE is a subclass defining
 ``log_mean_coeff``, ``std``, ``drift_coeff`` and ``diffusion_squared``.
 
 A non-linear or state-dependent SDE subclasses :class:`SDE` directly; setting
-``state_dependent_diffusion = True`` makes ``diffusion(t, x)`` return a tensor of
+``state_dependent_diffusion = True`` makes ``diffusion(x, t)`` return a tensor of
 ``x``'s shape (a diagonal G(x, t)), and :func:`sdekit.reverse` then adds the
 divergence term that such a diffusion requires.
 """
@@ -68,16 +68,27 @@ class SDE(abc.ABC):
     """
 
     T: float = 1.0
-    #: When True, ``diffusion(t, x)`` is a diagonal G(x, t) with ``x``'s shape.
+    #: When True, ``diffusion(x, t)`` is a diagonal G(x, t) with ``x``'s shape.
     state_dependent_diffusion: bool = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # Every public function takes (x, t); an SDE written for the old diffusion(t, x) would get its
+        # arguments swapped silently, so refuse it where it is defined.
+        method = vars(cls).get("diffusion")
+        names = getattr(getattr(method, "__code__", None), "co_varnames", ())
+        if len(names) >= 2 and names[1] == "t":
+            raise TypeError(
+                f"{cls.__name__}.diffusion takes (t, ...): sdekit's SDEs take diffusion(x, t), like drift(x, t)"
+            )
 
     @abc.abstractmethod
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         """f(x, t), same shape and dtype as ``x``."""
 
     @abc.abstractmethod
-    def diffusion(self, t: Tensor, x: Tensor | None = None) -> Tensor:
-        """g(t) per sample, shape ``(B,)`` (or ``x``'s shape if state-dependent), in ``x``'s dtype if given."""
+    def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
+        """g(t) per sample, shape ``(B,)`` (or G(x, t) with ``x``'s shape if state-dependent), in ``x``'s dtype."""
 
     @abc.abstractmethod
     def marginal(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -107,7 +118,7 @@ class SDE(abc.ABC):
         """
         h = t.double() - t_next.double()
         f_i = self.drift(x, t) * batch_view(h, x)
-        g = self.diffusion(t, x)
+        g = self.diffusion(x, t)
         root_h = h.sqrt()
         G_i = g * batch_view(root_h, x) if g.shape == x.shape else g.double() * root_h
         return f_i, G_i
@@ -189,10 +200,10 @@ class LinearSDE(SDE):
         self.check_time(t)
         return batch_view(self.drift_coeff(t.double()), x) * x
 
-    def diffusion(self, t: Tensor, x: Tensor | None = None) -> Tensor:
+    def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
         self.check_time(t)
-        g = self.diffusion_squared(t.double()).sqrt()
-        return g if x is None else g.to(x.dtype)  # like marginal's std: no silent float64 promotion of the state
+        # In x's dtype, like marginal's std: no silent float64 promotion of the state.
+        return self.diffusion_squared(t.double()).sqrt().to(x.dtype)
 
     def marginal(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         self.check_time(t)

@@ -179,8 +179,8 @@ class GenericVP(SDE):
     def drift(self, x, t):
         return self.inner.drift(x, t)
 
-    def diffusion(self, t, x=None):
-        return self.inner.diffusion(t, x)
+    def diffusion(self, x, t):
+        return self.inner.diffusion(x, t)
 
     def marginal(self, x0, t):
         return self.inner.marginal(x0, t)

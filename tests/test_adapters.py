@@ -407,7 +407,7 @@ def test_entry_points_discovered(monkeypatch):
 
 
 def test_register_at_run_time(monkeypatch):
-    from adapters import _registry
+    from sdekit.adapters import _registry
 
     monkeypatch.setattr(_registry, "_REGISTERED", {})
     adapters.register("mine", x0.DataScore)

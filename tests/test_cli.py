@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from sdekit.cli import main
-from sdekit.run import GRID_FILE, SAMPLES_FILE
+from sdekit.app.cli import main
+from sdekit.app.run import GRID_FILE, SAMPLES_FILE
 
 FAST = ["--method", "euler_maruyama", "--steps", "10", "--quiet", "--no-eval"]
 
@@ -159,7 +159,7 @@ def test_no_command_means_sample_and_gmm2d_eval(
     """`sdekit --model gmm2d ...` is `sdekit sample ...`; `eval` reports the mixture metrics (floors stubbed: slow)."""
     code, out, _ = run_cli(["--model", "gmm2d", *FAST, "--num", "10", "--out", str(tmp_path)], capsys)
     assert code == 0 and "10 samples of 'gmm2d'" in out
-    monkeypatch.setattr("sdekit.cli.evaluate", lambda x, mixture: f"report on {tuple(x.shape)}")
+    monkeypatch.setattr("sdekit.app.cli.evaluate", lambda x, mixture: f"report on {tuple(x.shape)}")
     code, out, _ = run_cli(["eval", "--run", str(tmp_path)], capsys)
     assert code == 0 and "report on (10, 2)" in out
 
@@ -171,7 +171,7 @@ def test_eval_of_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.Captu
 
 def test_user_weights_as_pt_state_dict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A plain .pt state dict a user names loads through torch.load(weights_only=True) and gives the same samples."""
-    from sdekit.models import digits, load_weights
+    from sdekit.app.models import digits, load_weights
 
     pt = tmp_path / "unet.pt"
     torch.save(load_weights(digits.weights_path(digits.UNET_FILE)), pt)

@@ -46,8 +46,8 @@ class GenericVP(sdekit.SDE):
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         return self.inner.drift(x, t)
 
-    def diffusion(self, t: Tensor, x: Tensor | None = None) -> Tensor:
-        return self.inner.diffusion(t, x)
+    def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.inner.diffusion(x, t)
 
     def marginal(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         return self.inner.marginal(x0, t)

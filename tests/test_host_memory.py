@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
-from sdekit import cli
-from sdekit.host_memory import _glibc, keep_freed_memory, release_free_memory
+from sdekit.app import cli
+from sdekit.app.host_memory import _glibc, keep_freed_memory, release_free_memory
 
 glibc_only = pytest.mark.skipif(_glibc() is None, reason="the allocator settings are glibc's")
 
 # Ten allocations of a 64 MiB tensor, each filled (touched) and freed; prints the minor page faults.
 CHILD = """
 import resource, sys, torch
-from sdekit.host_memory import keep_freed_memory
+from sdekit.app.host_memory import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 for _ in range(2):  # the heap settles after two allocations; they fault either way
     torch.ones(16 << 20)

@@ -62,7 +62,7 @@ class _StateDependent(SDE):
     def drift(self, x, t):
         return -t.to(x.dtype)[:, None] * x
 
-    def diffusion(self, t, x=None):
+    def diffusion(self, x, t):
         return t.to(x.dtype)[:, None] * (1 + x**2).sqrt()
 
     def marginal(self, x0, t):
@@ -93,7 +93,7 @@ def test_generic_discretize_is_euler_maruyama_for_sub_vp():
     f_i, G_i = sde.discretize(x, t, t_next)
     h = t - t_next
     torch.testing.assert_close(f_i, sde.drift(x, t) * h[:, None], rtol=1e-14, atol=0)
-    torch.testing.assert_close(G_i, sde.diffusion(t) * h.sqrt(), rtol=1e-14, atol=0)
+    torch.testing.assert_close(G_i, sde.diffusion(x, t) * h.sqrt(), rtol=1e-14, atol=0)
 
 
 def test_repr_lists_the_float_parameters():

@@ -59,7 +59,7 @@ def test_reverse_and_flow_drifts(sde: LinearSDE, x: Tensor, data: st.DataObject)
     scale = 1 + g2.abs()  # VE's g² reaches ~1e10: compare relative to it
     torch.testing.assert_close(rev_drift.double() / scale, (f - g2 * s) / scale, **_tol(x.dtype))
     torch.testing.assert_close(flow_drift.double() / scale, (f - 0.5 * g2 * s) / scale, **_tol(x.dtype))
-    torch.testing.assert_close(rev.diffusion(t, x), sde.diffusion(t, x))
+    torch.testing.assert_close(rev.diffusion(x, t), sde.diffusion(x, t))
 
 
 @settings(max_examples=25, deadline=None)
@@ -103,7 +103,7 @@ class CoupledDiffusionSDE(SDE):
         self.check_time(t)
         return -0.5 * x
 
-    def diffusion(self, t: Tensor, x: Tensor | None = None) -> Tensor:
+    def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
         self.check_time(t)
         if x is None:
             raise ValueError("x is required: the diffusion depends on the state")
@@ -128,8 +128,8 @@ def _fd_divergence(sde: SDE, x: Tensor, t: Tensor, h: float = 1e-5) -> Tensor:
     for i in range(flat.shape[1]):
         step = torch.zeros_like(flat)
         step[:, i] = h
-        plus = sde.diffusion(t, (flat + step).reshape(x.shape)).flatten(1)[:, i] ** 2
-        minus = sde.diffusion(t, (flat - step).reshape(x.shape)).flatten(1)[:, i] ** 2
+        plus = sde.diffusion((flat + step).reshape(x.shape), t).flatten(1)[:, i] ** 2
+        minus = sde.diffusion((flat - step).reshape(x.shape), t).flatten(1)[:, i] ** 2
         out[:, i] = (plus - minus) / (2 * h)
     return out.reshape(x.shape)
 
@@ -152,7 +152,7 @@ def test_diffusion_divergence_matches_finite_differences(x: Tensor, data: st.Dat
     torch.testing.assert_close(div, _fd_divergence(sde, x, t), rtol=1e-7, atol=1e-8)
     # it is the diagonal derivative, not the gradient of Σ_j G_j² (which would pick up the coupling)
     xg = x.clone().requires_grad_(True)
-    (full,) = torch.autograd.grad(sde.diffusion(t, xg).pow(2).sum(), xg)
+    (full,) = torch.autograd.grad(sde.diffusion(xg, t).pow(2).sum(), xg)
     if bool((t > 0.1).any()):
         assert not torch.allclose(full, div)
 
@@ -162,7 +162,7 @@ def test_diffusion_divergence_matches_finite_differences(x: Tensor, data: st.Dat
 def test_state_dependent_drifts_include_divergence(x: Tensor, data: st.DataObject) -> None:
     sde = CoupledDiffusionSDE()
     t = data.draw(times_like(x.shape[0]))
-    G2 = sde.diffusion(t, x) ** 2
+    G2 = sde.diffusion(x, t) ** 2
     div = _fd_divergence(sde, x, t)
     s = smooth_score(x, t)
     f = -0.5 * x
@@ -178,7 +178,7 @@ def test_state_dependent_torchsde_g_is_the_diagonal() -> None:
     rev = reverse(sde, smooth_score, event_shape=(2, 2, 2))
     y, s = x.flatten(1), torch.tensor(0.25, dtype=F64)
     t = torch.full((3,), 0.75, dtype=F64)
-    torch.testing.assert_close(rev.g(s, y), sde.diffusion(t, x).flatten(1))
+    torch.testing.assert_close(rev.g(s, y), sde.diffusion(x, t).flatten(1))
     torch.testing.assert_close(rev.f(s, y), -rev.drift(x, t).flatten(1))
 
 
@@ -211,7 +211,7 @@ def test_torchsde_f_and_g_on_flattened_states(
 
     t = (sde.T - s).expand(batch)
     torch.testing.assert_close(f, -rev.drift(x, t).flatten(1))  # reversed time s = T − t
-    expected_g = _bview(sde.diffusion(t), x).expand_as(x).flatten(1)
+    expected_g = _bview(sde.diffusion(x, t), x).expand_as(x).flatten(1)
     torch.testing.assert_close(g, expected_g.to(dtype))
 
 

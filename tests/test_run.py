@@ -1,4 +1,4 @@
-"""Chunked runs (sdekit.run): reproducible for any chunk order and process count, atomic, resumable after SIGKILL."""
+"""Chunked runs (sdekit.app.run): reproducible for any chunk order and process count, atomic, resumable."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from sdekit import run
-from sdekit.cli import main
+from sdekit.app import run
+from sdekit.app.cli import main
 
 GMM = ["--model", "gmm2d", "--method", "euler_maruyama", "--steps", "20", "--quiet", "--no-eval"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -60,7 +60,7 @@ def test_any_chunk_order_is_bit_identical(reference: Path, tmp_path: Path) -> No
     """Computing the chunks in another order (as other ranks would) gives the same bytes."""
     config = run.RunConfig(**__import__("json").loads((reference / run.CONFIG_FILE).read_text()))
     run.prepare_out(tmp_path, config)
-    from sdekit.models import gmm2d
+    from sdekit.app.models import gmm2d
     from sdekit.sampling import sample as sample_fn
 
     sde, score = gmm2d.load()

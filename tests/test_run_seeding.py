@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdekit import run
-from sdekit.cli import main
+from sdekit.app import run
+from sdekit.app.cli import main
 
 EVENT = 3
 

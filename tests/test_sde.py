@@ -155,10 +155,10 @@ def test_vp_and_subvp_closed_forms(r: tuple[float, float], t: torch.Tensor) -> N
     for sde in (vp, subvp):
         torch.testing.assert_close(sde.mean_coeff(t), alpha, rtol=1e-12, atol=0)
         torch.testing.assert_close(sde.drift_coeff(t), -0.5 * beta, rtol=1e-12, atol=0)
-    torch.testing.assert_close(vp.diffusion(t), beta.sqrt(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(vp.diffusion(t[:, None], t), beta.sqrt(), rtol=1e-12, atol=0)
     torch.testing.assert_close(vp.std(t), one_minus_alpha2.sqrt(), rtol=1e-10, atol=0)
     one_minus_alpha4 = one_minus_alpha2 * (1 + alpha**2)
-    torch.testing.assert_close(subvp.diffusion(t), (beta * one_minus_alpha4).sqrt(), rtol=1e-10, atol=0)
+    torch.testing.assert_close(subvp.diffusion(t[:, None], t), (beta * one_minus_alpha4).sqrt(), rtol=1e-10, atol=0)
     torch.testing.assert_close(subvp.std(t), one_minus_alpha2, rtol=1e-10, atol=0)
 
 
@@ -171,7 +171,7 @@ def test_ve_closed_forms(r: tuple[float, float], t: torch.Tensor) -> None:
     torch.testing.assert_close(sde.std(t), sigma, rtol=1e-10, atol=0)
     torch.testing.assert_close(sde.mean_coeff(t), torch.ones_like(t))
     g = sigma * math.sqrt(2 * math.log(sigma_max / sigma_min))
-    torch.testing.assert_close(sde.diffusion(t), g, rtol=1e-10, atol=0)
+    torch.testing.assert_close(sde.diffusion(t[:, None], t), g, rtol=1e-10, atol=0)
     assert sde.prior_std == sigma_max
 
 
@@ -302,10 +302,10 @@ def test_drift_diffusion_marginal_shapes_and_dtypes(
     expected = sde.drift_coeff(t64).reshape(batch, *[1] * (x.ndim - 1)) * x.double()
     torch.testing.assert_close(drift.double(), expected, **_tol(x.dtype))
 
-    for g in (sde.diffusion(t), sde.diffusion(t, x)):
+    for g in (sde.diffusion(x, t), sde.diffusion(x.double(), t).to(x.dtype)):
         assert g.shape == (batch,) and g.is_floating_point()
         torch.testing.assert_close(g.double() ** 2, sde.diffusion_squared(t64), **_tol(g.dtype))
-    assert sde.diffusion(t, x).dtype == x.dtype
+    assert sde.diffusion(x, t).dtype == x.dtype
 
     mean, std = sde.marginal(x, t)
     assert mean.shape == x.shape and mean.dtype == x.dtype
@@ -498,8 +498,7 @@ _ALL_SDES = {
 }
 _METHODS = {
     "drift": lambda sde, x, t: sde.drift(x, t),
-    "diffusion": lambda sde, x, t: sde.diffusion(t),
-    "diffusion_x": lambda sde, x, t: sde.diffusion(t, x),
+    "diffusion": lambda sde, x, t: sde.diffusion(x, t),
     "marginal": lambda sde, x, t: sde.marginal(x, t),
 }
 
@@ -570,5 +569,13 @@ def test_methods_leave_inputs_untouched(sde: LinearSDE, x: torch.Tensor) -> None
     assume(x.numel() > 0)
     t = torch.full((x.shape[0],), 0.5)
     before, t_before = x.clone(), t.clone()
-    sde.drift(x, t), sde.diffusion(t, x), sde.marginal(x, t), sde.prior_logp(x)
+    sde.drift(x, t), sde.diffusion(x, t), sde.marginal(x, t), sde.prior_logp(x)
     assert torch.equal(x, before) and torch.equal(t, t_before)
+
+
+def test_an_sde_with_the_old_diffusion_signature_is_refused_where_it_is_defined() -> None:
+    with pytest.raises(TypeError, match=r"diffusion\(x, t\)"):
+
+        class Old(SDE):
+            def diffusion(self, t, x=None):  # type: ignore[override]
+                return t

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from sdekit import VPSDE, ode_sample, pc_sample, sample
+from sdekit.app.train import EMA, ScoreMLP, load_checkpoint, train_score_model
 from sdekit.sampling import ode_methods, sde_methods
 from sdekit.testing import GaussianMixture, mode_weight_tv
-from sdekit.train import EMA, ScoreMLP, load_checkpoint, train_score_model
 
 # The standard random mixture in 2-D: 8 modes, weights 0.0625 … 0.1875, anisotropic covariances
 # (eigenvalues 0.05–0.3) about 5.5 apart. Hard enough that weights must be learnt at high noise and

@@ -111,7 +111,7 @@ class AdaptiveStats:
 
 def _increment(rsde: ReverseSDE, x: Tensor, t: Tensor, h: Tensor, dW: Tensor) -> Tensor:
     """K = h F(x, t) + g(t) ΔW, with F = −(f − g² s) the drift in reverse time."""
-    return -batch_view(h, x) * rsde.drift(x, t) + batch_view(rsde.diffusion(t, x), x) * dW
+    return -batch_view(h, x) * rsde.drift(x, t) + batch_view(rsde.diffusion(x, t), x) * dW
 
 
 def _improved_euler_pair(rsde: ReverseSDE, x: Tensor, t: Tensor, h: Tensor, dW: Tensor) -> tuple[Tensor, Tensor]:

@@ -100,7 +100,7 @@ class EulerMaruyama(AffinePredictor):
             return super().step(x, i)
         t = self.times[i]
         h = batch_view(t - self.times[i + 1], x)
-        g = _scale(self.rsde.diffusion(t, x), x)
+        g = _scale(self.rsde.diffusion(x, t), x)
         return x - h * self.rsde.drift(x, t) + g * h.sqrt() * gaussian_like(x, self.generator)
 
     @functools.cached_property

@@ -10,7 +10,7 @@ digits from the embedded UNet with the adaptive SDE sampler into ``runs/digits``
 
 ``--model`` is a built-in name or ``module:callable``; the latter *imports and runs that
 code* (it must return ``(sde, score)``), so only name modules you trust. Runs are
-chunked, resumable and atomic (:mod:`sdekit.run`): rerunning a command finishes what is
+chunked, resumable and atomic (:mod:`sdekit.app.run`): rerunning a command finishes what is
 missing. User errors print one line and exit with status 2, without a traceback.
 """
 
@@ -31,8 +31,9 @@ import torch
 from torch import Tensor
 
 from sdekit import __version__
+from sdekit.app import MissingRequirementError, require
+from sdekit.app.host_memory import keep_freed_memory
 from sdekit.checks import check_choice
-from sdekit.host_memory import keep_freed_memory
 from sdekit.sampling import SampleInfo, ode_methods, ode_sample, pc_sample, sample, sde_methods
 from sdekit.sde import VPSDE
 from sdekit.testing import GaussianMixture, evaluate
@@ -165,8 +166,8 @@ def _device(name: str) -> str:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """``sdekit sample``: compute missing chunks (this rank's share), then merge, draw and evaluate on rank 0."""
-    from sdekit import distributed, run
-    from sdekit.models import get_model
+    from sdekit.app import distributed, run
+    from sdekit.app.models import get_model
 
     if args.num < 1 or args.chunk < 1:
         raise UserError(f"--num and --chunk must be >= 1, got --num {args.num} --chunk {args.chunk}")
@@ -213,7 +214,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _run_all(run: Any, ctx: Any, out: Path, config: Any, sample_chunk: Any, device: torch.device, show: bool) -> None:
     from tqdm.auto import tqdm
 
-    from sdekit import distributed
+    from sdekit.app import distributed
 
     mine = distributed.my_chunks(ctx, config.num_chunks)
     bar = tqdm(total=len(mine), desc=f"chunks (rank {ctx.rank}/{ctx.world})", unit="chunk", disable=not show)
@@ -230,7 +231,7 @@ def _run_all(run: Any, ctx: Any, out: Path, config: Any, sample_chunk: Any, devi
 
 
 def _finish(out: Path, config: Any, model: Any, seconds: float, quality: bool) -> None:
-    from sdekit import run
+    from sdekit.app import run
 
     path = run.write_samples(out, config, lambda x: _storage(x, model.kind))
     grid = _draw(out, config)
@@ -243,14 +244,14 @@ def _finish(out: Path, config: Any, model: Any, seconds: float, quality: bool) -
 
 def _storage(x: Tensor, kind: str) -> np.ndarray:
     if kind == "image":
-        from sdekit.models.digits import to_uint8
+        from sdekit.app.models.digits import to_uint8
 
         return to_uint8(x).numpy()
     return x.float().numpy() if x.dtype in (torch.float16, torch.bfloat16) else x.numpy()
 
 
 def _first(out: Path, config: Any, count: int) -> Tensor:
-    from sdekit import run
+    from sdekit.app import run
 
     parts, have = [], 0
     for x in run.iter_chunks(out, config):
@@ -262,8 +263,8 @@ def _first(out: Path, config: Any, count: int) -> Tensor:
 
 
 def _draw(out: Path, config: Any) -> Path | None:
-    from sdekit import run
-    from sdekit.models import _plots
+    from sdekit.app import run
+    from sdekit.app.models import _plots
 
     shape = tuple(config.shape)
     path = out / run.GRID_FILE
@@ -284,17 +285,17 @@ def _draw(out: Path, config: Any) -> Path | None:
 
 
 def _mixture() -> GaussianMixture:
-    from sdekit.models import gmm2d
+    from sdekit.app.models import gmm2d
 
     return gmm2d.mixture()
 
 
 def _quality(out: Path, config: Any) -> list[str]:
     """Quality lines for a finished run: FD-digits for digits, mixture metrics for gmm2d."""
-    from sdekit import run
+    from sdekit.app import run
 
     if config.model == "digits":
-        from sdekit.models import digits, fd
+        from sdekit.app.models import digits, fd
 
         with np.load(out / run.SAMPLES_FILE) as data:
             images = digits.from_uint8(torch.from_numpy(data["samples"]))
@@ -312,7 +313,7 @@ def _quality(out: Path, config: Any) -> list[str]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``sdekit eval --run OUT``: quality figures of a finished run."""
-    from sdekit import run
+    from sdekit.app import run
 
     config_path = args.run / run.CONFIG_FILE
     if not config_path.is_file() or not (args.run / run.SAMPLES_FILE).is_file():
@@ -332,8 +333,9 @@ def _first_line(obj: object) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """``sdekit info``: one line per model, sampler and adapter."""
-    import adapters
-    from sdekit.models import builtin_models
+    from sdekit import adapters
+    from sdekit.adapters._toplevel import owners
+    from sdekit.app.models import builtin_models
     from sdekit.solvers import ODE_METHODS, PREDICTORS, SDE_STEPPERS
 
     print(f"sdekit {__version__}\n\nmodels (--model; or module:callable, which runs user code):")
@@ -346,9 +348,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     for name in ode_methods():
         text = _first_line(ODE_METHODS.get(name)) if name in ODE_METHODS else "adaptive embedded Runge–Kutta pair"
         print(f"  {name:<22} ODE: {text}")
-    print("\nadapters (adapters.get(name)):")
+    print("\nadapters (sdekit.adapters.get(name)):")
     for name in adapters.available():
         print(f"  {name:<22} {_first_line(_adapter_module(name))}")
+    others = owners()
+    if others:
+        print(
+            f"\nnote: another distribution ({', '.join(others)}) also ships a top-level 'adapters' package; "
+            "import sdekit's as `from sdekit.adapters import ddpm`"
+        )
     return 0
 
 
@@ -365,7 +373,7 @@ def _adapter_module(name: str) -> object:
     import importlib
 
     try:
-        return importlib.import_module(f"adapters.{name}")
+        return importlib.import_module(f"sdekit.adapters.{name}")
     except ImportError:
         return None
 
@@ -413,13 +421,18 @@ COMMANDS = {"sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "demo": cm
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; user errors print ``sdekit: error: ...`` and return 2 (no traceback).
 
-    Freed host memory is kept for reuse (:func:`sdekit.host_memory.keep_freed_memory`; opt out
+    Freed host memory is kept for reuse (:func:`sdekit.app.host_memory.keep_freed_memory`; opt out
     with ``SDEKIT_KEEP_FREED_MEMORY=0``): the repeated large allocations of sampling then stop
     costing page faults.
     """
+    try:
+        require()
+    except MissingRequirementError as error:
+        print(f"sdekit: error: {error}", file=sys.stderr)
+        return 2
     keep_freed_memory()
-    from sdekit.models import ModelError, WeightsError
-    from sdekit.run import RunError
+    from sdekit.app.models import ModelError, WeightsError
+    from sdekit.app.run import RunError
 
     args = _parser().parse_args(_normalise(sys.argv[1:] if argv is None else argv))
     try:

@@ -14,8 +14,15 @@ import torch
 from torch import Tensor
 
 import sdekit
-from adapters._common import Network, call_network, check_inputs, check_linear_sde, check_model_kwargs, check_network
-from adapters._labels import TimeLabels
+from sdekit.adapters._common import (
+    Network,
+    call_network,
+    check_inputs,
+    check_linear_sde,
+    check_model_kwargs,
+    check_network,
+)
+from sdekit.adapters._labels import TimeLabels
 
 
 def resolve_num_timesteps(sde: sdekit.LinearSDE, num_timesteps: int | None, time_label: str) -> int:

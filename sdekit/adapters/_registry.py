@@ -22,12 +22,12 @@ ENTRY_POINT_GROUP = "sdekit.adapters"
 
 #: Built-in adapters: name -> module, imported on first use (``diffusers`` stays unimported until asked for).
 _BUILTINS = {
-    "ddpm": "adapters.ddpm",
-    "ncsn": "adapters.ncsn",
-    "x0": "adapters.x0",
-    "v": "adapters.v",
-    "edm": "adapters.edm",
-    "diffusers": "adapters.diffusers",
+    "ddpm": "sdekit.adapters.ddpm",
+    "ncsn": "sdekit.adapters.ncsn",
+    "x0": "sdekit.adapters.x0",
+    "v": "sdekit.adapters.v",
+    "edm": "sdekit.adapters.edm",
+    "diffusers": "sdekit.adapters.diffusers",
 }
 _REGISTERED: dict[str, Any] = {}
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sdekit.models._weights import WeightsError, load_weights
+from sdekit.app.models._weights import WeightsError, load_weights
 from sdekit.sde import SDE
 
 __all__ = ["Model", "ModelError", "WeightsError", "builtin_models", "get_model", "load_weights"]
@@ -54,13 +54,13 @@ class Model:
 
 
 def _digits(device: torch.device, dtype: torch.dtype, weights: str | None) -> tuple[SDE, Any]:
-    from sdekit.models import digits
+    from sdekit.app.models import digits
 
     return digits.load(device, dtype, weights)
 
 
 def _gmm2d(device: torch.device, dtype: torch.dtype, weights: str | None) -> tuple[SDE, Any]:
-    from sdekit.models import gmm2d
+    from sdekit.app.models import gmm2d
 
     _no_weights("gmm2d", weights)
     return gmm2d.load(device, dtype)
@@ -73,7 +73,7 @@ def _no_weights(name: str, weights: str | None) -> None:
 
 def builtin_models() -> dict[str, Model]:
     """The built-in models by name."""
-    from sdekit.models import digits
+    from sdekit.app.models import digits
 
     return {
         "digits": Model(

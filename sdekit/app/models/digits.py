@@ -7,7 +7,7 @@ the full path ε-network → adapter → SDE → solver. Data live in [−1, 1] 
 raw digits take the 17 values 0..16).
 
 :class:`DigitClassifier` is a tiny CNN trained on the same images; its 64-d penultimate
-features define the "FD-digits" Fréchet distance (:mod:`sdekit.models.fd`).
+features define the "FD-digits" Fréchet distance (:mod:`sdekit.app.models.fd`).
 
 Both weight files ship inside the package as safetensors and are rebuilt,
 deterministically, by ``python scripts/train_digits.py``.
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as nnf
 
-from sdekit.models._weights import load_weights
+from sdekit.app.models._weights import load_weights
 
 __all__ = ["DigitsUNet", "DigitClassifier", "load", "load_classifier", "load_data", "NUM_TIMESTEPS", "to_uint8"]
 
@@ -35,8 +35,8 @@ CLASSIFIER_FILE = "digits_classifier.safetensors"
 
 
 def weights_path(name: str) -> Path:
-    """Path of a weights file shipped in ``sdekit/models/weights``."""
-    return Path(str(resources.files("sdekit.models").joinpath("weights", name)))
+    """Path of a weights file shipped in ``sdekit/app/models/weights``."""
+    return Path(str(resources.files("sdekit.app.models").joinpath("weights", name)))
 
 
 def load_data() -> tuple[Tensor, Tensor]:
@@ -170,7 +170,7 @@ def load(
 ) -> tuple[Any, Any]:
     """``(sde, score)`` of the digits model via :func:`adapters.ddpm.from_betas` (index labels)."""
     import sdekit
-    from adapters import ddpm
+    from sdekit.adapters import ddpm
 
     unet = load_unet(path, device).to(dtype)
     return ddpm.from_betas(unet, sdekit.linear_betas(NUM_TIMESTEPS, BETA_START, BETA_END))

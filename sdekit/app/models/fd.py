@@ -1,7 +1,7 @@
 """FD-digits: the Fréchet distance between Gaussians fitted to digit-classifier features.
 
 FD = ‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^{1/2}), the FID formula in the 64-d feature
-space of :class:`sdekit.models.digits.DigitClassifier`. Like FID it is biased upwards at
+space of :class:`sdekit.app.models.digits.DigitClassifier`. Like FID it is biased upwards at
 small sample sizes: compare figures at equal n, and read them against the floor
 :func:`real_halves_fd` (the FD between two halves of the real data, n ≈ 900 each).
 """
@@ -15,7 +15,7 @@ import torch
 from scipy import linalg
 from torch import Tensor
 
-from sdekit.models import digits
+from sdekit.app.models import digits
 
 __all__ = ["features", "frechet_distance", "fd_digits", "real_halves_fd", "real_features"]
 
