@@ -107,7 +107,7 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 
 @pytest.fixture(scope="session")
 def mixture() -> GaussianMixture:
-    """The standard oracle: 16-D, 8-mode Gaussian mixture (DESIGN §10). Session-wide, so the
+    """The standard oracle: 16-D, 8-mode Gaussian mixture. Session-wide, so the
     entropy and finite-sample floors (tens of seconds the first time) are computed once."""
     return GaussianMixture.random(dim=16, modes=8, generator=torch.Generator().manual_seed(0))
 

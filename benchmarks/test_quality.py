@@ -3,7 +3,7 @@
     pytest benchmarks/test_quality.py --benchmark-only             # default set, ~2 min on 2 idle cores
     pytest benchmarks/test_quality.py --benchmark-only --runslow   # full table (or SDEKIT_BENCH_FULL=1)
 
-Oracle (DESIGN §10): the 16-D, 8-mode mixture ``GaussianMixture.random(dim=16, modes=8,
+Oracle: the 16-D, 8-mode mixture ``GaussianMixture.random(dim=16, modes=8,
 generator=torch.Generator().manual_seed(0))`` under VP (β 0.1..20, eps 1e-3) and VE
 (σ 0.01..50, eps 1e-5), exact score, 16 384 samples (``SDEKIT_BENCH_SAMPLES``). Every case
 starts from the *same* prior draw x_prior (seed 1; stochastic samplers draw their noise from a

@@ -3,7 +3,7 @@
     >>> from sdekit import VPSDE, pc_sample
     >>> x = pc_sample(VPSDE(), score, shape=(64, 3, 32, 32), steps=1000)
 
-See DESIGN §2 for the conventions every public function keeps.
+See docs/design.md for the layout and the conventions every public function keeps.
 """
 
 from sdekit.grids import make_grid

@@ -11,7 +11,7 @@ the network onto the noise that was added. They share one convention:
   ``reduce_mean=False`` is ½ of our ``"sum"``);
 * every random draw (times, labels, noise) comes from ``generator``.
 
-:func:`dsm_loss` is DESIGN §7's continuous objective,
+:func:`dsm_loss` is the continuous objective,
 
     L(θ) = E_{t ~ U(eps, T)} E_{x₀, z} λ(t) ‖s_θ(x_t, t) + z/σ(t)‖²,
 

@@ -1,7 +1,7 @@
 """User-facing samplers: ``pc_sample``, ``sample`` (SDE methods) and ``ode_sample`` (probability flow).
 
 All share one loop over a fixed time grid (:func:`_run_grid`) that provides the
-conventions of DESIGN §2: ``generator`` for every draw, a true score-call count in
+conventions of docs/design.md: ``generator`` for every draw, a true score-call count in
 ``info.nfe``, a tqdm bar, a per-step ``callback`` and a check for non-finite states
 that names the step and time. The check costs no host synchronisation in the loop:
 the index of the first bad step is kept on the device and read back once, at the end.

@@ -1,6 +1,6 @@
 """Forward SDEs dx = f(x, t) dt + g(t) dw on t ∈ [0, T].
 
-Each class is the mathematics of DESIGN §3 and nothing more: the drift, the
+Each class is the mathematics (docs/design.md) and nothing more: the drift, the
 diffusion, the Gaussian perturbation kernel p_0t(x_t | x_0) = N(α(t) x_0, σ(t)² I),
 the prior and its log-density. Schedules are evaluated in float64 whatever the
 state's dtype, then cast, so long runs in float32 do not accumulate schedule error.
@@ -76,8 +76,8 @@ class SDE(abc.ABC):
         # Every public function takes (x, t); an SDE written for the old diffusion(t, x) would get its
         # arguments swapped silently, so refuse it where it is defined.
         method = vars(cls).get("diffusion")
-        names = getattr(getattr(method, "__code__", None), "co_varnames", ())
-        if len(names) >= 2 and names[1] == "t":
+        names: tuple[str, ...] = getattr(getattr(method, "__code__", None), "co_varnames", ())
+        if names[1:2] == ("t",):
             raise TypeError(
                 f"{cls.__name__}.diffusion takes (t, ...): sdekit's SDEs take diffusion(x, t), like drift(x, t)"
             )

@@ -1,4 +1,4 @@
-"""Property tests of the derived processes in :mod:`sdekit.reverse` (DESIGN §4).
+"""Property tests of the derived processes in :mod:`sdekit.reverse`.
 
 The drifts are checked against their formulas with an arbitrary smooth score, the
 divergence term of a state-dependent diffusion against finite differences, and the

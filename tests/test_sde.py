@@ -1,9 +1,9 @@
-"""Property tests of the forward SDEs in :mod:`sdekit.sde` (DESIGN §3).
+"""Property tests of the forward SDEs in :mod:`sdekit.sde`.
 
 The central check is independent of the closed forms: the Gaussian kernel's moments
 of a linear SDE dx = f(t) x dt + g(t) dw solve dm/dt = f m and dv/dt = 2 f v + g², so
 integrating those ODEs with scipy from the marginal at t0 must land on the marginal at
-t1. The closed forms are then pinned to DESIGN's table, the discrete VP to its DDPM
+t1. The closed forms are then pinned to the table of docs/design.md, the discrete VP to its DDPM
 levels, and every bad argument to a ValueError naming it.
 """
 
@@ -140,7 +140,7 @@ def test_discrete_beta_is_constant_on_each_piece(sde: DiscreteVPSDE, data: st.Da
     torch.testing.assert_close(beta, torch.full_like(beta, expected), rtol=1e-9, atol=0)
 
 
-# --- closed forms of DESIGN §3 ---------------------------------------------------------------------------------------
+# --- closed forms (docs/design.md) ----------------------------------------------------------------------------
 
 
 @settings(max_examples=30, deadline=None)

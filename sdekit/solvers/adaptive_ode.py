@@ -58,6 +58,7 @@ from sdekit.solvers.grid_stepper import weighted_sum
 
 __all__ = [
     "ButcherTableau",
+    "fsal_hermite_dense",
     "DOPRI5",
     "BOSH3",
     "TABLEAUS",
@@ -104,7 +105,7 @@ class ButcherTableau:
         return len(self.b)
 
 
-def _fsal_dense(b: Sequence[float], correction: Sequence[float] | None = None) -> tuple[tuple[float, ...], ...]:
+def fsal_hermite_dense(b: Sequence[float], correction: Sequence[float] | None = None) -> tuple[tuple[float, ...], ...]:
     """Continuous weights of the cubic Hermite interpolant on (y, f(y), y_new, f(y_new)), plus θ²(1−θ)² Σ d_i k_i.
 
     With FSAL, f(y) = k_1 and f(y_new) = k_s. The Hermite part alone is 3rd order
@@ -140,7 +141,7 @@ def _tableau(
         c=tuple(c),
         order=order,
         error_order=order - 1,
-        dense=_fsal_dense(b, dense_correction),
+        dense=fsal_hermite_dense(b, dense_correction),
     )
 
 

@@ -1,4 +1,4 @@
-"""Correctors: Langevin MCMC at a fixed time, run after each predictor step (DESIGN §5).
+"""Correctors: Langevin MCMC at a fixed time, run after each predictor step.
 
 A corrector is built for one run over one grid; ``step(x, i)`` moves ``x`` towards
 p_t at t = t_{i+1}, the time the predictor of step i reached. The predictor came from

@@ -1,4 +1,4 @@
-"""Predictors: one step of the reverse SDE from t_i to t_{i+1} < t_i (DESIGN §5).
+"""Predictors: one step of the reverse SDE from t_i to t_{i+1} < t_i.
 
 Each predictor is a short class registered by name and built for one run over one
 grid (:class:`~sdekit.solvers.grid_stepper.GridStepper`); ``step(x, i)`` returns the
