@@ -67,7 +67,8 @@ from sdekit.checks import (
 )
 from sdekit.reverse import ScoreFn, jacobian_diagonal, probability_flow
 from sdekit.sde import SDE, LinearSDE
-from sdekit.solvers.adaptive_ode import OdeStats, solve_ivp_batched
+from sdekit.solvers.adaptive_ode import solve_ivp_batched
+from sdekit.solvers.info import SampleInfo
 from sdekit.solvers.score_calls import CountedScore
 
 __all__ = ["DIVERGENCES", "LikelihoodInfo", "log_likelihood", "bits_per_dim", "uniform_dequantize"]
@@ -85,7 +86,7 @@ class LikelihoodInfo:
     "exact"); ``steps`` / ``rejected``: accepted / rejected solver steps summed over
     samples; ``z``: the latent x_T, shape of x; ``prior_logp``: log p_T(z) under the
     SDE's prior, ``delta_logp``: ∫_eps^T ∇·F̃ dt (both (B,)); ``stats``: the solver's
-    :class:`~sdekit.solvers.adaptive_ode.OdeStats`.
+    :class:`~sdekit.solvers.info.SampleInfo` (per-sample step counts among them).
     """
 
     nfe: int
@@ -94,7 +95,7 @@ class LikelihoodInfo:
     z: Tensor
     prior_logp: Tensor
     delta_logp: Tensor
-    stats: OdeStats
+    stats: SampleInfo
 
 
 def log_likelihood(

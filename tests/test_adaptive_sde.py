@@ -13,15 +13,15 @@ import torch
 
 from sdekit import SDE, VESDE, VPSDE, LinearSDE
 from sdekit.checks import batch_view
-from sdekit.solvers import CountedScore
-from sdekit.solvers.adaptive_sde import AdaptiveStats, adaptive_sde_sample
+from sdekit.solvers import CountedScore, SampleInfo
+from sdekit.solvers.adaptive_sde import adaptive_sde_sample
 from sdekit.solvers.brownian import BrownianTree
 from sdekit.testing import evaluate
 
 NUM = 16384
 
 
-def _run(sde: LinearSDE, score, shape, *, eps: float, seed: int = 1, **options) -> tuple[torch.Tensor, AdaptiveStats]:
+def _run(sde: LinearSDE, score, shape, *, eps: float, seed: int = 1, **options) -> tuple[torch.Tensor, SampleInfo]:
     generator = torch.Generator().manual_seed(seed)
     x_T = sde.prior_sample(shape, generator=generator)
     return adaptive_sde_sample(sde, score, x_T, eps=eps, generator=generator, **options)

@@ -73,7 +73,7 @@ def test_2m_is_the_papers_formula_and_k_diffusions_dpmpp_2m_in_sigma_space():
     sde, gauss = VESDE(0.01, 5.0), Gaussian(torch.tensor([1.0, -1.0], dtype=F64), torch.diag(torch.tensor([0.1, 2.0])))
     score, grid = gauss.score(sde), make_grid("edm", sde, 7, 1e-3)  # non-uniform in λ: r ≠ 1
     x_T = gauss.sample(8, sde=sde, t=1.0, generator=torch.Generator().manual_seed(0), dtype=F64)
-    stepper, x = DPMSolverPP2M(sde, score, grid, lower_order_final=False), x_T
+    stepper, x = DPMSolverPP2M(lower_order_final=False).start(sde, score, grid), x_T
     for i in range(7):
         x = stepper.step(x, i)
     sigmas, reference, old = sde.std(grid), x_T, None
@@ -92,11 +92,13 @@ def test_2m_is_the_papers_formula_and_k_diffusions_dpmpp_2m_in_sigma_space():
 
 def test_order_schedule_warms_up_and_lowers_the_last_step():
     grid = torch.linspace(1.0, 1e-3, 7, dtype=F64)
-    two = DPMSolverPP2M(VPSDE(), lambda x, t: x, grid)
-    three = DPMSolverPP3M(VPSDE(), lambda x, t: x, grid)
+    two = DPMSolverPP2M().start(VPSDE(), lambda x, t: x, grid)
+    three = DPMSolverPP3M().start(VPSDE(), lambda x, t: x, grid)
     assert [two.order_at(i) for i in range(6)] == [1, 2, 2, 2, 2, 1]
     assert [three.order_at(i) for i in range(6)] == [1, 2, 3, 3, 3, 2]
-    assert [DPMSolverPP3M(VPSDE(), lambda x, t: x, grid, lower_order_final=False).order_at(i) for i in range(6)] == [
+    assert [
+        DPMSolverPP3M(lower_order_final=False).start(VPSDE(), lambda x, t: x, grid).order_at(i) for i in range(6)
+    ] == [
         1,
         2,
         3,
@@ -109,7 +111,7 @@ def test_order_schedule_warms_up_and_lowers_the_last_step():
 def test_registered_with_orders_and_default_grid():
     assert ODE_METHODS.get("dpmpp_2m") is DPMSolverPP2M and ODE_METHODS.get("dpmpp_3m") is DPMSolverPP3M
     assert SDE_STEPPERS.get("dpmpp_2m_sde") is SDEDPMSolverPP2M
-    assert (DPMSolverPP2M.order, DPMSolverPP3M.order, SDEDPMSolverPP2M.order) == (2, 3, 2)
+    assert (DPMSolverPP2M().order, DPMSolverPP3M().order, SDEDPMSolverPP2M().order) == (2, 3, 2)
     for cls in (DPMSolverPP2M, DPMSolverPP3M, SDEDPMSolverPP2M):
         assert cls.default_grid == "log_snr"
 
@@ -249,4 +251,4 @@ def test_sde_variant_is_reproducible_from_the_generator():
 
 def test_needs_a_linear_sde():
     with pytest.raises(TypeError, match="LinearSDE"):
-        DPMSolverPP2M(object(), lambda x, t: x, torch.tensor([1.0, 0.5], dtype=F64))
+        DPMSolverPP2M().start(object(), lambda x, t: x, torch.tensor([1.0, 0.5], dtype=F64))

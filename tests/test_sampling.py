@@ -367,7 +367,7 @@ def test_a_custom_runge_kutta_tableau_counts_one_call_per_stage():
 
     assert Ralston.nfe_per_step == 2
     with pytest.raises(TypeError, match="grid"):
-        Ralston(VPSDE(), gaussian_score(VPSDE()), [1.0, 0.5])
+        Ralston().start(VPSDE(), gaussian_score(VPSDE()), [1.0, 0.5])
 
 
 @pytest.mark.parametrize("corrector", ["langevin", "annealed_langevin"])

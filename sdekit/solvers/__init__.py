@@ -1,13 +1,16 @@
-"""Steppers and step-size control: predictors and correctors for the reverse SDE, Runge–Kutta
-and exponential (DPM-Solver++) methods for the flow, the adaptive SDE and ODE solvers.
+"""Methods: predictors and correctors for the reverse SDE, Runge–Kutta and exponential (DPM-Solver++)
+methods for the flow, predictor–corrector pairs, and the adaptive SDE and ODE solvers.
 
-Each fixed-grid family has a registry (:data:`PREDICTORS`, :data:`CORRECTORS`,
-:data:`ODE_METHODS`, :data:`SDE_STEPPERS`); registering a class under a new name makes it
-available to every sampler in :mod:`sdekit.sampling`.
+A method is a configured object (:mod:`sdekit.solvers.method`): ``DPMSolverPP(order=3)``,
+``PredictorCorrector(corrector=Langevin(snr=0.1))``, ``AdaptiveSDE(rtol=0.02)``. Each fixed-grid
+family has a registry (:data:`PREDICTORS`, :data:`CORRECTORS`, :data:`ODE_METHODS`,
+:data:`SDE_STEPPERS`); registering a class under a new name makes it available to every sampler
+in :mod:`sdekit.sampling` by that name.
 """
 
-from sdekit.solvers.adaptive_ode import OdeStats, solve_ivp_batched
-from sdekit.solvers.adaptive_sde import AdaptiveStats, adaptive_sde_sample
+from sdekit.solvers.adaptive_ode import AdaptiveODE, solve_ivp_batched
+from sdekit.solvers.adaptive_sde import AdaptiveSDE, adaptive_sde_sample
+from sdekit.solvers.catalog import Method, ode_method, ode_methods, sde_method, sde_methods
 from sdekit.solvers.correctors import (
     CORRECTORS,
     AnnealedLangevin,
@@ -16,9 +19,12 @@ from sdekit.solvers.correctors import (
     NoCorrector,
     PerSampleLangevin,
 )
-from sdekit.solvers.exponential import DPMSolverPP2M, DPMSolverPP3M, SDEDPMSolverPP2M
+from sdekit.solvers.exponential import DPMSolverPP, DPMSolverPP2M, DPMSolverPP3M, SDEDPMSolverPP2M
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
+from sdekit.solvers.info import SampleInfo
+from sdekit.solvers.method import Callback, Configurable, Integrator
 from sdekit.solvers.ode import ODE_METHODS, RK4, Euler, ExplicitRungeKutta, Heun
+from sdekit.solvers.predictor_corrector import PredictorCorrector
 from sdekit.solvers.predictors import (
     PREDICTORS,
     SDE_STEPPERS,
@@ -29,14 +35,24 @@ from sdekit.solvers.predictors import (
     Predictor,
     ReverseDiffusion,
 )
-from sdekit.solvers.registry import Registry, Stepper, StepperFactory
+from sdekit.solvers.registry import Registry
 from sdekit.solvers.score_calls import CountedScore, gaussian_like
+from sdekit.solvers.torchsde_solver import TorchSDE
 
 __all__ = [
     "PREDICTORS",
     "SDE_STEPPERS",
     "CORRECTORS",
     "ODE_METHODS",
+    "Configurable",
+    "Integrator",
+    "Method",
+    "Callback",
+    "SampleInfo",
+    "sde_methods",
+    "ode_methods",
+    "sde_method",
+    "ode_method",
     "Predictor",
     "AffinePredictor",
     "Corrector",
@@ -49,21 +65,22 @@ __all__ = [
     "PerSampleLangevin",
     "AnnealedLangevin",
     "NoCorrector",
+    "PredictorCorrector",
     "Euler",
     "Heun",
     "RK4",
     "Registry",
-    "Stepper",
-    "StepperFactory",
     "GridStepper",
     "weighted_sum",
+    "DPMSolverPP",
     "DPMSolverPP2M",
     "DPMSolverPP3M",
     "SDEDPMSolverPP2M",
+    "AdaptiveSDE",
+    "AdaptiveODE",
+    "TorchSDE",
     "solve_ivp_batched",
-    "OdeStats",
     "adaptive_sde_sample",
-    "AdaptiveStats",
     "CountedScore",
     "gaussian_like",
 ]

@@ -47,14 +47,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from sdekit.checks import batch_mask, batch_view, check_choice, check_positive, check_positive_int, event_rms
-from sdekit.sde import time_checks
+from sdekit.reverse import ScoreFn, probability_flow
+from sdekit.sde import SDE, time_checks
 from sdekit.solvers.grid_stepper import weighted_sum
+from sdekit.solvers.info import SampleInfo
+from sdekit.solvers.method import Callback, Integrator
 
 __all__ = [
     "ButcherTableau",
@@ -63,7 +67,7 @@ __all__ = [
     "BOSH3",
     "TABLEAUS",
     "PIController",
-    "OdeStats",
+    "AdaptiveODE",
     "solve_ivp_batched",
     "BACKENDS",
     "ERROR_NORMS",
@@ -208,30 +212,10 @@ class PIController:
         return (self.safety * error.pow(-1.0 / k)).clamp(self.min_factor, 1.0)
 
 
-@dataclass
-class OdeStats:
-    """What an adaptive solve did.
-
-    ``nfe``: batched calls of ``func`` (one call on any number of samples = 1);
-    ``evaluations``: rows evaluated, summed over calls (what compaction saves);
-    ``steps`` / ``rejected``: accepted / rejected steps summed over samples;
-    ``iterations``: step attempts of the batch; ``sample_steps`` / ``sample_rejected``:
-    per-sample counts, shape (B,) (native backend only, else ``None``).
-    """
-
-    nfe: int = 0
-    evaluations: int = 0
-    steps: int = 0
-    rejected: int = 0
-    iterations: int = 0
-    sample_steps: Tensor | None = None
-    sample_rejected: Tensor | None = None
-
-
 class _Counted:
     """``func`` with its batched calls and evaluated rows counted."""
 
-    def __init__(self, func: OdeFn, stats: OdeStats) -> None:
+    def __init__(self, func: OdeFn, stats: SampleInfo) -> None:
         self.func, self.stats = func, stats
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
@@ -248,13 +232,18 @@ def _check_call(
 ) -> None:
     if not isinstance(y0, Tensor) or y0.ndim < 1 or y0.shape[0] < 1 or not y0.is_floating_point():
         raise TypeError(f"y0 must be a floating tensor of shape (B, *event) with B >= 1, got {y0!r:.80}")
-    check_positive("rtol", rtol)
-    check_positive("atol", atol)
     for name, value in (("t0", t0), ("t1", t1)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ValueError(f"{name} must be a finite real number, got {value!r}")
     if t0 == t1:
         raise ValueError(f"t1 must differ from t0, got t0 = t1 = {t0!r}")
+    _check_options(method, backend, rtol, atol, error_norm)
+
+
+def _check_options(method: str, backend: str, rtol: float, atol: float, error_norm: str) -> None:
+    """The options that do not depend on the state: errors name the option and the valid values."""
+    check_positive("rtol", rtol)
+    check_positive("atol", atol)
     check_choice("backend", backend, BACKENDS)
     check_choice("error_norm", error_norm, ERROR_NORMS)
     if backend == "native":
@@ -637,7 +626,7 @@ def solve_ivp_batched(
     error_norm: str = "sample",
     controller: PIController | None = None,
     sync_every: int | None = None,
-) -> tuple[Tensor, OdeStats]:
+) -> tuple[Tensor, SampleInfo]:
     """Integrate dy/dt = func(t, y) for a batch from t0 to t1 with an adaptive embedded Runge–Kutta pair.
 
     Args:
@@ -663,7 +652,9 @@ def solve_ivp_batched(
             accelerators. Results do not depend on it.
 
     Returns:
-        ``(y, stats)``: y at t1 (shape of y0) or at every t_eval time, and :class:`OdeStats`.
+        ``(y, info)``: y at t1 (shape of y0) or at every t_eval time, and a
+        :class:`~sdekit.solvers.info.SampleInfo` (``nfe`` calls of ``func``, ``evaluations`` rows,
+        ``iterations``, and per-sample ``sample_steps`` / ``sample_rejected`` with the native backend).
 
     Raises:
         ValueError: bad tolerances, method, backend, t_eval; FloatingPointError: non-finite values.
@@ -676,7 +667,7 @@ def solve_ivp_batched(
     if h_init is not None:
         check_positive("h_init", h_init)
     times = None if t_eval is None else _check_t_eval(t_eval, t0, t1)
-    stats = OdeStats()
+    stats = SampleInfo(samples=y0.shape[0])
     counted = _Counted(func, stats)
     t0, t1 = float(t0), float(t1)
     with time_checks(False):
@@ -691,3 +682,53 @@ def solve_ivp_batched(
     stats.sample_steps, stats.sample_rejected = solver.sample_steps, solver.sample_rejected
     stats.steps, stats.rejected = int(solver.sample_steps.sum()), int(solver.sample_rejected.sum())
     return (solver.outputs if times is not None else result), stats
+
+
+class AdaptiveODE(Integrator):
+    """An adaptive solve of the probability-flow ODE as a configured method: ``ode_sample(method=AdaptiveODE(...))``.
+
+    Its options are :func:`solve_ivp_batched`'s (``method`` is the embedded pair, or with another
+    ``backend`` that backend's method name); ``ode_sample(method="dopri5", rtol=1e-4)`` is the same
+    as ``ode_sample(method=AdaptiveODE(method="dopri5", rtol=1e-4))``. The progress bar counts NFE.
+    """
+
+    kind = "ode"
+    takes_callback = False
+    defaults: ClassVar[dict[str, Any]] = {
+        "method": "dopri5",
+        "rtol": 1e-5,
+        "atol": 1e-5,
+        "t_eval": None,
+        "backend": "native",
+        "h_init": None,
+        "max_steps": 10_000,
+        "error_norm": "sample",
+        "controller": None,
+        "sync_every": None,
+    }
+    method: str
+    t_eval: Tensor | None
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        _check_options(options["method"], options["backend"], options["rtol"], options["atol"], options["error_norm"])
+
+    def integrate(
+        self,
+        sde: SDE,
+        score: ScoreFn,
+        x: Tensor,
+        *,
+        eps: float,
+        steps: int,
+        generator: torch.Generator | None,
+        progress: bool,
+        callback: Callback | None,
+    ) -> tuple[Tensor, SampleInfo]:
+        flow = probability_flow(sde, score)
+        with torch.no_grad(), tqdm(disable=not progress, desc="sampling", unit="NFE") as bar:
+
+            def velocity(t: Tensor, y: Tensor) -> Tensor:
+                bar.update(1)
+                return flow.drift(y, t)
+
+            return solve_ivp_batched(velocity, x, sde.T, eps, **self.options)

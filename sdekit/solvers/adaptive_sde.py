@@ -56,7 +56,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -66,9 +66,11 @@ from sdekit.checks import batch_mask, batch_view, check_choice, check_open_inter
 from sdekit.reverse import ReverseSDE, ScoreFn, reverse
 from sdekit.sde import SDE, time_checks
 from sdekit.solvers.brownian import BrownianTree
+from sdekit.solvers.info import SampleInfo
+from sdekit.solvers.method import Callback, Integrator
 from sdekit.solvers.score_calls import gaussian_like
 
-__all__ = ["AdaptiveStats", "ERROR_NORMS", "adaptive_sde_sample"]
+__all__ = ["AdaptiveSDE", "ERROR_NORMS", "adaptive_sde_sample"]
 
 #: Smallest step, as a fraction of the interval [eps, T]: a sample rejected at a step below
 #: this raises FloatingPointError (the error estimate of the pair shrinks like h^(3/2), so a
@@ -78,8 +80,6 @@ H_MIN_FRACTION = 1e-10
 MAX_ITERATIONS = 100_000
 _TINY = torch.finfo(torch.float64).tiny
 
-Callback = Callable[[dict[str, Any]], None]
-
 
 def _max(ratio: Tensor) -> Tensor:
     return ratio.flatten(1).abs().amax(dim=1)
@@ -87,26 +87,6 @@ def _max(ratio: Tensor) -> Tensor:
 
 #: Per-sample error norms of the scaled difference (x_Heun − x_EM)/δ: ``(B, *event) -> (B,)``.
 ERROR_NORMS: dict[str, Callable[[Tensor], Tensor]] = {"rms": event_rms, "max": _max}
-
-
-@dataclass
-class AdaptiveStats:
-    """What the adaptive solver did.
-
-    ``iterations``: batched iterations (each makes 2 score calls, so NFE = 2 × iterations);
-    ``steps`` and ``rejected``: accepted and rejected per-sample steps, summed over the
-    ``samples`` of the batch (``steps / samples`` is the mean number of steps per sample).
-    """
-
-    iterations: int
-    steps: int
-    rejected: int
-    samples: int
-
-    @property
-    def nfe(self) -> int:
-        """Score calls made: two batched calls per iteration."""
-        return 2 * self.iterations
 
 
 def _increment(rsde: ReverseSDE, x: Tensor, t: Tensor, h: Tensor, dW: Tensor) -> Tensor:
@@ -132,7 +112,7 @@ def _error_ratio(x_em: Tensor, x_heun: Tensor, x_em_prev: Tensor | None, rtol: f
 @dataclass
 class _Active:
     """The unfinished samples: state, last accepted x_EM (x_T at first), time and next step (float64, ``(B,)``),
-    positions in the batch, and their Brownian paths."""
+    positions in the batch, their Brownian paths, and their accepted and rejected step counts."""
 
     x: Tensor
     x_em_prev: Tensor
@@ -140,10 +120,13 @@ class _Active:
     h: Tensor
     index: Tensor
     noise: BrownianTree
+    steps: Tensor
+    rejected: Tensor
 
     def select(self, keep: Tensor) -> None:
         self.x, self.x_em_prev = self.x[keep], self.x_em_prev[keep]
         self.t, self.h, self.index = self.t[keep], self.h[keep], self.index[keep]
+        self.steps, self.rejected = self.steps[keep], self.rejected[keep]
         self.noise.select(keep)
 
 
@@ -181,6 +164,8 @@ def _iterate(
     reaches_end = h >= state.t - control.eps
     state.t = torch.where(accepted, torch.where(reaches_end, control.eps, state.t - h), state.t)
     state.h = control.next_step(state.t, h, error)
+    state.steps += accepted
+    state.rejected += ~accepted
     return accepted, error
 
 
@@ -232,13 +217,14 @@ def adaptive_sde_sample(
     generator: torch.Generator | None = None,
     progress: bool = False,
     callback: Callback | None = None,
-) -> tuple[Tensor, AdaptiveStats]:
+) -> tuple[Tensor, SampleInfo]:
     """Integrate the reverse SDE from x at t = T down to ``eps`` with per-sample adaptive steps.
 
     ``score`` is called with per-sample times ``(B_active,)``; pass a
     :class:`~sdekit.solvers.CountedScore` to count calls (NFE = ``2 × stats.iterations``).
-    Returns the state at ``eps`` (apply the final denoising yourself) and
-    :class:`AdaptiveStats`. ``error_use_prev`` includes the last accepted x_EM in δ;
+    Returns the state at ``eps`` (apply the final denoising yourself) and a
+    :class:`~sdekit.solvers.info.SampleInfo` (``nfe`` = 2 × ``iterations``, per-sample
+    ``sample_steps`` / ``sample_rejected``). ``error_use_prev`` includes the last accepted x_EM in δ;
     ``extrapolate`` continues from x_Heun rather than x_EM. ``callback(dict)`` is called
     once per iteration with the active samples' ``x``, ``t``, next step ``h``, batch
     positions ``index``, ``accepted`` mask and the iteration ``i``. See the module
@@ -254,7 +240,8 @@ def adaptive_sde_sample(
     rsde = reverse(sde, score)
     state = _start(x, sde.T, min(h_init, sde.T - eps))
     out = torch.empty_like(x)
-    iterations, proposals, accepted_total = 0, 0, torch.zeros((), dtype=torch.long, device=x.device)
+    sample_steps, sample_rejected = torch.zeros_like(state.steps), torch.zeros_like(state.rejected)
+    iterations = evaluations = 0
     with torch.no_grad(), time_checks(False), tqdm(disable=not progress, desc="adaptive SDE", unit="NFE") as bar:
         while state.index.numel():
             if iterations == MAX_ITERATIONS:
@@ -263,8 +250,7 @@ def adaptive_sde_sample(
                     f"iterations (the latest at t = {float(state.t.max()):.6g}); loosen rtol/atol"
                 )
             accepted, error = _iterate(state, rsde, control, generator)
-            iterations, proposals = iterations + 1, proposals + state.index.numel()
-            accepted_total += accepted.sum()
+            iterations, evaluations = iterations + 1, evaluations + 2 * state.index.numel()
             if callback is not None:
                 info = {"x": state.x, "t": state.t, "h": state.h, "index": state.index, "accepted": accepted}
                 callback({**info, "i": iterations - 1})
@@ -272,17 +258,26 @@ def adaptive_sde_sample(
             codes = status[:-1]
             _raise_on_failure(codes, state, control)
             state.noise.trim(int(status[-1]))
-            _compact(state, codes, out)
+            _compact(state, codes, out, sample_steps, sample_rejected)
             bar.update(2)
-    steps = int(accepted_total)
-    return out, AdaptiveStats(iterations=iterations, steps=steps, rejected=proposals - steps, samples=x.shape[0])
+    return out, SampleInfo(
+        nfe=2 * iterations,
+        steps=int(sample_steps.sum()),
+        rejected=int(sample_rejected.sum()),
+        iterations=iterations,
+        evaluations=evaluations,
+        samples=x.shape[0],
+        sample_steps=sample_steps.cpu(),
+        sample_rejected=sample_rejected.cpu(),
+    )
 
 
 def _start(x: Tensor, T: float, h: float) -> _Active:
     """Every sample at t = T with step h and a fresh Brownian tree."""
     times = torch.full((x.shape[0],), T, dtype=torch.float64, device=x.device)
     index = torch.arange(x.shape[0], device=x.device)
-    return _Active(x, x, times, torch.full_like(times, h), index, BrownianTree(x))
+    counts = torch.zeros_like(index)
+    return _Active(x, x, times, torch.full_like(times, h), index, BrownianTree(x), counts, counts.clone())
 
 
 def _controller(
@@ -310,21 +305,36 @@ def _controller(
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be a floating-point tensor of shape (batch, *event), got {shape}")
     eps = check_open_interval("eps", eps, 0.0, sde.T)
-    h_init = check_open_interval("h_init", h_init, 0.0, sde.T)
+    check_open_interval("h_init", h_init, 0.0, sde.T)
+    options = _checked_options(rtol, atol, h_init, safety, exponent, norm, error_use_prev, extrapolate)
+    del options["h_init"]
+    return _Controller(eps=eps, **options, h_min=H_MIN_FRACTION * (sde.T - eps))
+
+
+def _checked_options(
+    rtol: float,
+    atol: float,
+    h_init: float,
+    safety: float,
+    exponent: float,
+    norm: str,
+    error_use_prev: bool,
+    extrapolate: bool,
+) -> dict[str, Any]:
+    """The step-control options, checked (errors name the option and its range)."""
     for name, value in (("error_use_prev", error_use_prev), ("extrapolate", extrapolate)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return _Controller(
-        eps=eps,
-        rtol=check_positive("rtol", rtol),
-        atol=check_positive("atol", atol),
-        safety=_check_unit_interval("safety", safety),
-        exponent=_check_unit_interval("exponent", exponent),
-        norm=check_choice("norm", norm, ERROR_NORMS),
-        error_use_prev=error_use_prev,
-        extrapolate=extrapolate,
-        h_min=H_MIN_FRACTION * (sde.T - eps),
-    )
+    return {
+        "rtol": check_positive("rtol", rtol),
+        "atol": check_positive("atol", atol),
+        "h_init": check_positive("h_init", h_init),
+        "safety": _check_unit_interval("safety", safety),
+        "exponent": _check_unit_interval("exponent", exponent),
+        "norm": check_choice("norm", norm, ERROR_NORMS),
+        "error_use_prev": error_use_prev,
+        "extrapolate": extrapolate,
+    }
 
 
 def _check_unit_interval(name: str, value: float) -> float:
@@ -335,11 +345,52 @@ def _check_unit_interval(name: str, value: float) -> float:
     return number
 
 
-def _compact(state: _Active, codes: Tensor, out: Tensor) -> None:
-    """Write finished samples into ``out`` and drop them from the active set."""
+def _compact(state: _Active, codes: Tensor, out: Tensor, steps: Tensor, rejected: Tensor) -> None:
+    """Write finished samples (and their step counts) into ``out`` and drop them from the active set."""
     done = (codes & _DONE) != 0
     if not bool(done.any()):
         return
     finished = done.nonzero().squeeze(1).to(state.x.device)
-    out.index_copy_(0, state.index[finished], state.x[finished])
+    index = state.index[finished]
+    out.index_copy_(0, index, state.x[finished])
+    steps.index_copy_(0, index, state.steps[finished])
+    rejected.index_copy_(0, index, state.rejected[finished])
     state.select((~done).nonzero().squeeze(1).to(state.x.device))
+
+
+class AdaptiveSDE(Integrator):
+    """The adaptive SDE solver of this module as a configured method: ``sample(method=AdaptiveSDE(rtol=0.02))``.
+
+    Its options are :func:`adaptive_sde_sample`'s; ``sample(method="adaptive", rtol=0.02)`` is the same.
+    """
+
+    kind = "sde"
+    defaults: ClassVar[dict[str, Any]] = {
+        "rtol": 0.05,
+        "atol": 0.0078,
+        "h_init": 0.01,
+        "safety": 0.9,
+        "exponent": 0.9,
+        "norm": "rms",
+        "error_use_prev": True,
+        "extrapolate": True,
+    }
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        options.update(_checked_options(**options))
+
+    def integrate(
+        self,
+        sde: SDE,
+        score: ScoreFn,
+        x: Tensor,
+        *,
+        eps: float,
+        steps: int,
+        generator: torch.Generator | None,
+        progress: bool,
+        callback: Callback | None,
+    ) -> tuple[Tensor, SampleInfo]:
+        return adaptive_sde_sample(
+            sde, score, x, eps=eps, generator=generator, progress=progress, callback=callback, **self.options
+        )

@@ -14,7 +14,7 @@ samples come out noisy, raise it if they stay blurry.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -32,17 +32,16 @@ __all__ = ["Corrector", "CORRECTORS", "Langevin", "PerSampleLangevin", "Annealed
 class Corrector(GridStepper):
     """An MCMC step that leaves p_t (approximately) invariant, at each grid time after the first."""
 
-    def __init__(
-        self,
-        sde: SDE,
-        score: ScoreFn,
-        grid: Tensor,
-        generator: torch.Generator | None = None,
-        *,
-        snr: float = 0.16,
-    ) -> None:
-        super().__init__(sde, score, grid, generator)
-        self.snr = check_positive("snr", snr)
+    kind = "corrector"
+
+    defaults: ClassVar[dict[str, Any]] = {"snr": 0.16}
+    snr: float
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        options["snr"] = check_positive("snr", options["snr"])
+
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+        super().bind(sde, score, grid, generator)
         #: a_i = ᾱ(t_i)/ᾱ(t_{i+1}) per step (1 for VE and for SDEs without a Gaussian kernel).
         self.alpha_ratio = self._alpha_ratio().tolist()
 
@@ -103,8 +102,8 @@ class AnnealedLangevin(Corrector):
 
     needs_linear_sde = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+        super().bind(sde, score, grid, generator)
         assert isinstance(self.sde, LinearSDE)  # needs_linear_sde
         alpha_ratio = torch.tensor(self.alpha_ratio, dtype=torch.float64)
         #: ε_i = 2 a_i (r σ(t_{i+1}))² per step, computed before the first step.

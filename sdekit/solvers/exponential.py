@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -42,6 +42,7 @@ from sdekit.solvers.score_calls import gaussian_like
 
 __all__ = [
     "ExponentialMultistep",
+    "DPMSolverPP",
     "DPMSolverPP2M",
     "DPMSolverPP3M",
     "SDEDPMSolverPP2M",
@@ -103,26 +104,32 @@ class ExponentialMultistep(GridStepper):
     few-step runs more robust.
     """
 
-    order: ClassVar[int]
+    #: ``order``: 1 (DDIM), 2 or 3; ``lower_order_final``: lower the last step's order by one.
+    defaults: ClassVar[dict[str, Any]] = {"order": 2, "lower_order_final": True}
+    order: int
+    lower_order_final: bool
+    kind = "ode"
     #: 0: probability-flow ODE; 1: reverse SDE (adds fresh noise every step).
     eta: ClassVar[float] = 0.0
-    #: Use the DPM-Solver++ paper's midpoint rule for the linear term (μ₁ ≈ μ₀/2) instead of its exact moment.
-    midpoint: ClassVar[bool] = False
     #: The grid a sampler uses when the user gives none: these methods are built for steps uniform in λ.
     default_grid: ClassVar[str] = "log_snr"
     needs_linear_sde = True
 
-    def __init__(
-        self,
-        sde: SDE,
-        score: ScoreFn,
-        grid: Tensor,
-        generator: torch.Generator | None = None,
-        *,
-        lower_order_final: bool = True,
-    ) -> None:
-        super().__init__(sde, score, grid, generator)
-        self.lower_order_final = lower_order_final
+    def check_options(self, options: dict[str, Any]) -> None:
+        order = options["order"]
+        if isinstance(order, bool) or order not in (1, 2, 3):
+            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+        if not isinstance(options["lower_order_final"], bool):
+            raise TypeError(f"lower_order_final must be a bool, got {options['lower_order_final']!r}")
+
+    @property
+    def midpoint(self) -> bool:
+        """The second-order method takes the DPM-Solver++ paper's midpoint rule for its linear term
+        (μ₁ ≈ μ₀/2) rather than the exact moment, as the paper and k-diffusion do."""
+        return self.order == 2
+
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+        super().bind(sde, score, grid, generator)
         assert isinstance(sde, LinearSDE)  # needs_linear_sde
         self.plan = self._coefficients(sde, torch.cat([self.t, self.t_next[-1:]]))
         self._history: list[Tensor] = []  # x̂₀ at the latest grid times, most recent first
@@ -184,8 +191,16 @@ class _StepCoefficients:
     noise_std: float
 
 
+class DPMSolverPP(ExponentialMultistep):
+    """DPM-Solver++ for the probability-flow ODE: ``DPMSolverPP(order=3, lower_order_final=False)``.
+
+    The registered names are its second- and third-order forms, :class:`DPMSolverPP2M` and
+    :class:`DPMSolverPP3M`; ``order=1`` is DDIM (η = 0).
+    """
+
+
 @ODE_METHODS.register("dpmpp_2m")
-class DPMSolverPP2M(ExponentialMultistep):
+class DPMSolverPP2M(DPMSolverPP):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): second order, one score call per step.
 
     x' = (σ'/σ) x + α'(1 − e^{−h}) D with D = (1 + 1/(2r)) x̂₀[n] − 1/(2r) x̂₀[n−1], r = h_prev/h:
@@ -194,12 +209,11 @@ class DPMSolverPP2M(ExponentialMultistep):
     (default) or EDM grid — on a grid uniform in t, VP's last steps are far too large in λ.
     """
 
-    order = 2
-    midpoint = True
+    defaults: ClassVar[dict[str, Any]] = {"order": 2}
 
 
 @ODE_METHODS.register("dpmpp_3m")
-class DPMSolverPP3M(ExponentialMultistep):
+class DPMSolverPP3M(DPMSolverPP):
     """DPM-Solver++(3M): third order, one score call per step; orders 1, 2, 3, …, 3, 2 along the grid.
 
     Integrates the quadratic through the last three x̂₀ exactly. The widely used
@@ -212,7 +226,7 @@ class DPMSolverPP3M(ExponentialMultistep):
     for data of unit scale).
     """
 
-    order = 3
+    defaults: ClassVar[dict[str, Any]] = {"order": 3}
 
 
 @SDE_STEPPERS.register("dpmpp_2m_sde")
@@ -228,6 +242,5 @@ class SDEDPMSolverPP2M(ExponentialMultistep):
     the sampler's ``generator``.
     """
 
-    order = 2
+    kind = "sde"
     eta = 1.0
-    midpoint = True

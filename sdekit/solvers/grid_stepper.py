@@ -1,7 +1,9 @@
 """The base of every fixed-grid stepper, and the fused update its steps are written with.
 
-A stepper is built for one run over one time grid T = t_0 > t_1 > … > t_N = eps and
-``step(x, i)`` returns the state at t_{i+1} from the state ``x`` at t_i. Knowing the
+A stepper is a configured method (its options given at construction, see
+:mod:`sdekit.solvers.method`); :meth:`GridStepper.start` binds it to one run over one time grid
+T = t_0 > t_1 > … > t_N = eps, and the run's ``step(x, i)`` returns the state at t_{i+1} from the
+state ``x`` at t_i. Knowing the
 whole grid up front is what makes the steps cheap: every coefficient a method needs
 (for a :class:`~sdekit.sde.LinearSDE`, all of them) is computed once, vectorised over
 the grid in float64, and kept as Python floats. A step is then one score call plus a
@@ -12,33 +14,53 @@ tensor arithmetic and no host synchronisation.
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor
 
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE
+from sdekit.solvers.method import Configurable
 
 __all__ = ["GridStepper", "weighted_sum"]
 
+_Stepper = TypeVar("_Stepper", bound="GridStepper")
 
-class GridStepper(abc.ABC):
-    """Holds what every fixed-grid method needs: the SDE, the score, the grid and the generator.
 
-    ``grid`` is float64 on the state's device. ``self.times[i]`` is t_i as a ``(1,)`` tensor
+class GridStepper(Configurable, abc.ABC):
+    """A fixed-grid method; started for a run, it holds the SDE, the score, the grid and the generator.
+
+    ``method.start(sde, score, grid, generator)`` returns a copy of the configured method bound
+    to the run (the configured object itself is never modified, so one object serves many runs);
+    a subclass computes its per-run coefficients in :meth:`bind`. ``grid`` is float64 on the
+    state's device. ``self.times[i]`` is t_i as a ``(1,)`` tensor
     (the time shared by the batch, as the score receives it), ``self.t`` and ``self.t_next``
     the step's start and end times on the CPU, float64 ``(N,)``, for computing coefficients.
     ``nfe_per_step`` is the number of score calls a step makes; ``needs_linear_sde`` makes the
     constructor refuse an SDE without a Gaussian kernel.
     """
 
-    nfe_per_step: ClassVar[int] = 1
-    #: Methods built on the Gaussian kernel (α, σ, log-SNR) refuse other SDEs at construction.
+    nfe_per_step: int = 1
+    #: Methods built on the Gaussian kernel (α, σ, log-SNR) refuse other SDEs when started.
     needs_linear_sde: ClassVar[bool] = False
+    #: The grid a sampler uses when the user gives none.
+    default_grid: ClassVar[str] = "uniform"
+    #: "sde" (a reverse-SDE method, for ``sample``), "ode" (the flow, for ``ode_sample``) or "corrector".
+    kind: ClassVar[str] = "sde"
 
-    def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+    def start(
+        self: _Stepper, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None
+    ) -> _Stepper:
+        """This method, with its options, bound to one run over ``grid``: call ``step(x, i)`` on the result."""
+        run = copy.copy(self)
+        run.bind(sde, score, grid, generator)
+        return run
+
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+        """Take the run's SDE, score, grid and generator, and compute what the steps need (subclasses extend it)."""
         if self.needs_linear_sde and not isinstance(sde, LinearSDE):
             raise TypeError(f"{type(self).__name__} needs a LinearSDE (Gaussian kernel), got {type(sde).__name__}")
         if not isinstance(grid, Tensor):

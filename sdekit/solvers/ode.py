@@ -17,7 +17,7 @@ from torch import Tensor
 from sdekit.reverse import ProbabilityFlow, ScoreFn, probability_flow
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
-from sdekit.solvers.registry import Registry, StepperFactory
+from sdekit.solvers.registry import Registry
 
 __all__ = ["ExplicitRungeKutta", "ODE_METHODS", "Euler", "Heun", "RK4"]
 
@@ -31,6 +31,7 @@ class ExplicitRungeKutta(GridStepper):
     every stage time computed once for the grid; other SDEs evaluate the flow's drift.
     """
 
+    kind = "ode"
     a: ClassVar[tuple[tuple[float, ...], ...]]
     b: ClassVar[tuple[float, ...]]
     c: ClassVar[tuple[float, ...]]
@@ -41,8 +42,8 @@ class ExplicitRungeKutta(GridStepper):
         if "b" in vars(cls):
             cls.nfe_per_step = len(cls.b)  # one score call per stage
 
-    def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
-        super().__init__(sde, score, grid, generator)
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+        super().bind(sde, score, grid, generator)
         delta = self.t_next - self.t
         self.delta = delta.tolist()
         stage_t = self.t[:, None] + torch.tensor(self.c, dtype=torch.float64) * delta[:, None]  # (N, stages)
@@ -76,8 +77,8 @@ class ExplicitRungeKutta(GridStepper):
         return weighted_sum([(1.0, x), *((b * dt, k) for b, k in zip(self.b, stages, strict=True))])
 
 
-#: Fixed-grid probability-flow methods: name -> ``factory(sde, score, grid, generator)`` (a stepper class).
-ODE_METHODS: Registry[StepperFactory] = Registry("ODE method")
+#: Fixed-grid probability-flow methods: name -> a :class:`~sdekit.solvers.grid_stepper.GridStepper` class.
+ODE_METHODS: Registry[type[GridStepper]] = Registry("ODE method")
 
 
 @ODE_METHODS.register("euler")

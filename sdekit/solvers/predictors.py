@@ -24,7 +24,7 @@ from sdekit.checks import batch_view
 from sdekit.reverse import ReverseSDE, ScoreFn, reverse
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
-from sdekit.solvers.registry import Registry, StepperFactory
+from sdekit.solvers.registry import Registry
 from sdekit.solvers.score_calls import gaussian_like
 
 __all__ = [
@@ -55,8 +55,8 @@ class AffinePredictor(Predictor):
 
     needs_linear_sde = True
 
-    def __init__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
-        super().__init__(sde, score, grid, generator)
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+        super().bind(sde, score, grid, generator)
         self.affine: list[tuple[float, float, float]] | None = None
         if isinstance(sde, LinearSDE):
             a, b, c = self.coefficients(sde, self.t, self.t_next)
@@ -76,8 +76,8 @@ class AffinePredictor(Predictor):
 PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
 
 #: Fixed-grid reverse-SDE methods that are not predictor–corrector pairs (multistep,
-#: exponential integrators): name -> ``factory(sde, score, grid, generator)``.
-SDE_STEPPERS: Registry[StepperFactory] = Registry("SDE method")
+#: exponential integrators): name -> a :class:`~sdekit.solvers.grid_stepper.GridStepper` class.
+SDE_STEPPERS: Registry[type[GridStepper]] = Registry("SDE method")
 
 
 def _scale(coefficient: Tensor, x: Tensor) -> Tensor:

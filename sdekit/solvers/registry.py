@@ -3,40 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, Protocol, TypeVar
-
-import torch
-from torch import Tensor
+from typing import Generic, TypeVar
 
 from sdekit.checks import check_choice
-from sdekit.reverse import ScoreFn
-from sdekit.sde import SDE
 
 T = TypeVar("T")
-
-
-class Stepper(Protocol):
-    """One step of a fixed-grid method, built for one run over one grid t_0 > t_1 > … > t_N.
-
-    ``step(x, i)`` returns the state at t_{i+1} from the state ``x`` at t_i; steps are taken
-    in order, so a multistep method may keep its history on the instance.
-    ``nfe_per_step`` is the number of score calls a step makes.
-    """
-
-    @property
-    def nfe_per_step(self) -> int: ...
-
-    def step(self, x: Tensor, i: int) -> Tensor: ...
-
-
-class StepperFactory(Protocol):
-    """Builds a stepper for one run: ``factory(sde, score, grid, generator)``.
-
-    ``grid`` is the run's whole time grid, float64, on the state's device; ``generator``
-    draws any noise (deterministic methods ignore it). A stepper class is a factory.
-    """
-
-    def __call__(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> Stepper: ...
 
 
 class Registry(Generic[T]):
@@ -56,6 +27,11 @@ class Registry(Generic[T]):
             return entry
 
         return add
+
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` and return its entry (``ValueError`` listing the valid names if absent)."""
+        check_choice(self.kind, name, self._entries)
+        return self._entries.pop(name)
 
     def get(self, name: str) -> T:
         """The entry called ``name``; ``ValueError`` listing the valid names otherwise."""

@@ -49,11 +49,14 @@ class CountedScore:
         self.compile = compile
         self.nfe = 0
         self._checked = False
+        #: With ``keep_last`` set, ``last`` holds the latest call's (x, t as passed, result), for callbacks.
+        self.keep_last = False
+        self.last: tuple[Tensor, Tensor, Tensor] | None = None
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         if self.compile is not False and not self._checked:
             self.score = _compiled(self.score, self.compile, x.device)
-        t = t.to(x.dtype).expand(x.shape[0])
+        t_given, t = t, t.to(x.dtype).expand(x.shape[0])
         if self.autocast is None:
             out = self.score(x, t)
         else:
@@ -64,6 +67,8 @@ class CountedScore:
         if not self._checked:
             _check_output(out, x)
             self._checked = True
+        if self.keep_last:
+            self.last = (x, t_given, out)
         return out
 
 

@@ -1,0 +1,108 @@
+"""What a sampling method is: a configured object whose options are given once, at construction.
+
+``DPMSolverPP(order=3, lower_order_final=False)`` or ``Langevin(snr=0.1)`` is a method with its
+options; the samplers take such an object or a registered name (``method="dpmpp_3m"``, built with
+its defaults, or with the options passed to the sampler). Two kinds:
+
+* a fixed-grid method (:class:`~sdekit.solvers.grid_stepper.GridStepper`) is *started* for one run
+  over one grid and then stepped by the sampler's loop;
+* an :class:`Integrator` (the adaptive solvers, torchsde) runs the whole solve itself.
+
+A method declares its options and their defaults in ``defaults``; a wrong option name is a
+``TypeError`` listing the valid ones, a bad value a ``ValueError``/``TypeError`` from
+:meth:`Configurable.check_options` naming the option — both at construction, before any work.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from sdekit.reverse import ScoreFn
+from sdekit.sde import SDE
+
+if TYPE_CHECKING:
+    from sdekit.solvers.info import SampleInfo
+
+__all__ = ["Configurable", "Integrator", "Callback"]
+
+#: ``callback(payload)``: called once per step (per iteration for adaptive methods).
+Callback = Callable[[dict[str, Any]], None]
+
+
+class Configurable:
+    """Options as keyword arguments, checked at construction; ``repr`` and equality from them.
+
+    A subclass lists its options and defaults in ``defaults`` (merged with its bases'), and
+    may check their values in :meth:`check_options`. Options become attributes.
+    """
+
+    defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        merged: dict[str, Any] = {}
+        for base in reversed(cls.__mro__[1:]):
+            merged.update(vars(base).get("defaults", {}))
+        merged.update(vars(cls).get("defaults", {}))
+        cls.defaults = merged
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(sorted(self.defaults)) or "none"
+            raise TypeError(f"{type(self).__name__} takes no option(s) {', '.join(unknown)}; valid options: {valid}")
+        values = {**self.defaults, **options}
+        self.check_options(values)
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raise ``ValueError``/``TypeError`` naming an option whose value is bad (may normalise in place)."""
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The method's options and their values."""
+        return {name: getattr(self, name) for name in self.defaults}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and isinstance(other, Configurable) and other.options == self.options
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted((k, repr(v)) for k, v in self.options.items()))))
+
+
+class Integrator(Configurable, abc.ABC):
+    """A method that runs a whole solve from T to ``eps`` itself (adaptive solvers, torchsde).
+
+    ``kind`` is ``"sde"`` (a reverse-SDE method, for :func:`sdekit.sample`) or ``"ode"`` (a
+    probability-flow method, for :func:`sdekit.ode_sample`).
+    """
+
+    kind: ClassVar[str]
+    #: Whether the sampler's ``callback`` reaches the method (torchsde runs its steps out of reach).
+    takes_callback: ClassVar[bool] = True
+    #: Whether the sampler's ``steps`` mean something to the method (torchsde's dt) or not (adaptive).
+    uses_steps: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def integrate(
+        self,
+        sde: SDE,
+        score: ScoreFn,
+        x: Tensor,
+        *,
+        eps: float,
+        steps: int,
+        generator: torch.Generator | None,
+        progress: bool,
+        callback: Callback | None,
+    ) -> tuple[Tensor, SampleInfo]:
+        """The state at ``eps`` from ``x`` at T, and what the solve did (``info.nfe`` as counted here)."""

@@ -1,0 +1,186 @@
+"""Methods as configured objects: every option reachable, clear errors, one result, one callback payload."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+import torch
+
+from sdekit import VESDE, VPSDE, ode_sample, pc_sample, sample
+from sdekit.solvers import (
+    PREDICTORS,
+    AdaptiveODE,
+    AdaptiveSDE,
+    Ancestral,
+    AnnealedLangevin,
+    DPMSolverPP,
+    DPMSolverPP3M,
+    EulerMaruyama,
+    Heun,
+    Langevin,
+    PredictorCorrector,
+    SampleInfo,
+    TorchSDE,
+)
+from sdekit.solvers.predictors import AffinePredictor
+
+from conftest import gaussian_score
+
+F64 = torch.float64
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def run(sampler, sde=None, **kwargs):  # type: ignore[no-untyped-def]
+    sde = sde or VPSDE()
+    return sampler(sde, gaussian_score(sde), (6, 3), generator=gen(3), dtype=F64, return_info=True, **kwargs)
+
+
+def test_an_object_and_a_name_with_options_are_the_same_method() -> None:
+    by_object, _ = run(ode_sample, method=DPMSolverPP(order=3, lower_order_final=False), steps=8)
+    by_name, _ = run(ode_sample, method="dpmpp_3m", lower_order_final=False, steps=8)
+    default, _ = run(ode_sample, method="dpmpp_3m", steps=8)
+    assert torch.equal(by_object, by_name)
+    assert not torch.equal(by_object, default)  # the option reached the method
+    assert DPMSolverPP(order=3).options == DPMSolverPP3M().options
+    assert torch.equal(run(ode_sample, method=DPMSolverPP(order=3), steps=8)[0], default)
+
+
+def test_options_of_every_kind_are_reachable_from_the_front_doors() -> None:
+    sde_stepper, _ = run(sample, method="dpmpp_2m_sde", lower_order_final=False, steps=6)
+    assert torch.isfinite(sde_stepper).all()
+    adaptive_named, info_named = run(sample, method="adaptive", rtol=0.02)
+    adaptive_object, info_object = run(sample, method=AdaptiveSDE(rtol=0.02))
+    assert torch.equal(adaptive_named, adaptive_object) and info_named == info_object
+    looser, _ = run(sample, method=AdaptiveSDE(rtol=0.1))
+    assert not torch.equal(adaptive_named, looser)
+    flow, _ = run(ode_sample, method=AdaptiveODE(method="bosh3", rtol=1e-4))
+    assert torch.equal(flow, run(ode_sample, method="bosh3", rtol=1e-4)[0])
+    srk, _ = run(sample, method=TorchSDE(method="srk"), steps=4)
+    assert torch.equal(srk, run(sample, method="torchsde:srk", steps=4)[0])
+
+
+def test_predictor_corrector_object_is_pc_sample() -> None:
+    pc = PredictorCorrector(predictor=Ancestral(), corrector=Langevin(snr=0.2), corrector_steps=2)
+    by_object, info = run(sample, method=pc, steps=5)
+    by_front_door, front_info = run(pc_sample, predictor="ancestral", snr=0.2, corrector_steps=2, steps=5)
+    by_corrector_object, _ = run(
+        pc_sample, predictor="ancestral", corrector=Langevin(snr=0.2), corrector_steps=2, steps=5
+    )
+    assert torch.equal(by_object, by_front_door) and torch.equal(by_object, by_corrector_object)
+    assert info.nfe == front_info.nfe == 5 * (1 + 2) + 1
+    with pytest.raises(TypeError, match=r"snr is an option of the corrector object.*Langevin\(snr=\.\.\.\)"):
+        run(pc_sample, corrector=Langevin(), snr=0.2, steps=2)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: DPMSolverPP(ordr=3), TypeError, r"takes no option\(s\) ordr; valid options: lower_order_final, order"),
+        (lambda: DPMSolverPP(order=4), ValueError, "order must be 1, 2 or 3"),
+        (lambda: DPMSolverPP(lower_order_final="yes"), TypeError, "lower_order_final must be a bool"),
+        (lambda: Langevin(snr=-1.0), ValueError, "snr"),
+        (lambda: AnnealedLangevin(steps=2), TypeError, "valid options: snr"),
+        (lambda: AdaptiveSDE(rtol=0.0), ValueError, "rtol"),
+        (lambda: AdaptiveSDE(norm="l1"), ValueError, "norm"),
+        (lambda: AdaptiveODE(backend="jax"), ValueError, "backend"),
+        (lambda: TorchSDE(method="heun"), ValueError, "method"),
+        (lambda: PredictorCorrector(predictor="nope"), ValueError, "predictor"),
+        (lambda: PredictorCorrector(corrector=Ancestral()), TypeError, "corrector must be"),
+        (lambda: PredictorCorrector(corrector_steps=-1), ValueError, "corrector_steps"),
+        (lambda: run(sample, method="ancestral", eta=1.0), TypeError, "method 'ancestral' takes no option.*none"),
+        (lambda: run(sample, method="adaptive", rtl=0.1), TypeError, "valid options: atol, error_use_prev"),
+        (lambda: run(sample, method="torchsde:srk", method_name="x"), TypeError, "valid options: adaptive, atol"),
+        (lambda: run(sample, method=AdaptiveSDE(), rtol=0.1), TypeError, "pass them to its constructor"),
+        (lambda: run(sample, method=Heun()), TypeError, "is a ode method; this sampler takes sde methods"),
+        (lambda: run(ode_sample, method=EulerMaruyama()), TypeError, "is a sde method"),
+    ],
+)
+def test_a_wrong_option_is_a_clear_error_at_construction(call, error, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_a_configured_object_serves_many_runs_unchanged() -> None:
+    method = DPMSolverPP3M()
+    first, _ = run(ode_sample, method=method, steps=7)
+    second, _ = run(ode_sample, method=method, steps=7)
+    assert torch.equal(first, second)  # no history carried over from the first run
+    assert method.options == {"order": 3, "lower_order_final": True} and not hasattr(method, "plan")
+    assert repr(method) == "DPMSolverPP3M(order=3, lower_order_final=True)"
+
+
+def test_registering_a_method_with_a_parameter_is_one_class() -> None:
+    @PREDICTORS.register("_test_damped_euler")
+    class Damped(AffinePredictor):
+        """Euler–Maruyama with the score term scaled by ``damping``."""
+
+        defaults: ClassVar[dict[str, Any]] = {"damping": 1.0}
+        damping: float
+
+        def coefficients(self, sde, t, t_next):  # type: ignore[no-untyped-def]
+            a, b, c = EulerMaruyama.coefficients(self, sde, t, t_next)  # type: ignore[arg-type]
+            return a, self.damping * b, c
+
+    try:
+        full, _ = run(sample, method="_test_damped_euler", steps=5)
+        assert torch.equal(full, run(sample, method="euler_maruyama", steps=5)[0])
+        half, _ = run(sample, method="_test_damped_euler", damping=0.5, steps=5)
+        assert torch.equal(half, run(sample, method=Damped(damping=0.5), steps=5)[0])
+        assert not torch.equal(full, half)
+    finally:
+        assert PREDICTORS.unregister("_test_damped_euler") is Damped
+    assert "_test_damped_euler" not in PREDICTORS
+
+
+def test_adaptive_info_has_per_sample_counts() -> None:
+    _, info = run(sample, method="adaptive")
+    assert isinstance(info, SampleInfo) and info.samples == 6
+    assert info.sample_steps is not None and info.sample_rejected is not None
+    assert info.sample_steps.shape == (6,) and int(info.sample_steps.sum()) == info.steps == info.accepted
+    assert int(info.sample_rejected.sum()) == info.rejected
+    assert info.nfe == 2 * info.iterations + 1  # two calls per iteration, one denoising call
+    assert info.evaluations <= 2 * info.iterations * 6
+    _, flow = run(ode_sample, method="dopri5")
+    assert flow.sample_steps is not None and int(flow.sample_steps.sum()) == flow.steps and flow.samples == 6
+
+
+def test_fixed_grid_callback_payload_has_the_denoised_estimate() -> None:
+    sde, payloads = VPSDE(), []
+    score = gaussian_score(sde)
+    x_T = torch.randn(5, 3, generator=gen(0), dtype=F64)
+    sample(sde, score, x_T=x_T, method="euler_maruyama", steps=4, dtype=F64, generator=gen(1), callback=payloads.append)
+    assert [p["i"] for p in payloads] == [0, 1, 2, 3]
+    assert set(payloads[0]) == {"x", "i", "t", "t_next", "denoised"}
+    previous = x_T
+    for payload in payloads:  # Euler–Maruyama calls the score once, at the step's start
+        t = torch.tensor([payload["t"]], dtype=F64)
+        alpha, sigma = sde.kernel(t)
+        expected = (previous + sigma**2 * score(previous, t.expand(5))) / alpha
+        torch.testing.assert_close(payload["denoised"], expected, rtol=1e-12, atol=1e-12)
+        previous = payload["x"]
+
+
+def test_adaptive_callback_payload_has_the_denoised_estimate_of_the_active_samples() -> None:
+    payloads: list[dict[str, Any]] = []
+    run(sample, sde=VESDE(sigma_max=5.0), method="adaptive", callback=payloads.append)
+    assert payloads and all({"x", "i", "t", "denoised", "h", "index", "accepted"} <= set(p) for p in payloads)
+    assert all(p["denoised"].shape == p["x"].shape for p in payloads)
+    assert [p["i"] for p in payloads] == list(range(len(payloads)))
+
+
+def test_the_denoising_refusal_comes_before_the_run() -> None:
+    from conftest import GenericVP
+
+    calls = []
+
+    def score(x, t):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return -x
+
+    with pytest.raises(TypeError, match="denoise=True needs a LinearSDE"):
+        sample(GenericVP(), score, (4, 2), steps=50)
+    assert calls == []  # nothing was computed and lost
