@@ -181,3 +181,35 @@ def test_user_weights_as_pt_state_dict(tmp_path: Path, capsys: pytest.CaptureFix
         assert run_cli(args, capsys)[0] == 0
         runs[name] = np.load(tmp_path / name / SAMPLES_FILE)["samples"]
     np.testing.assert_array_equal(runs["shipped"], runs["pt"])
+
+
+def _every_listed_choice() -> list[tuple[str, str]]:
+    from sdekit.app.cli import flag_choices
+
+    return [(flag, name) for flag, names in flag_choices().items() for name in names]
+
+
+@pytest.mark.parametrize(("flag", "name"), _every_listed_choice())
+def test_every_name_the_help_lists_runs(
+    flag: str, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI's choices come from the registries; each one it lists must run (a short, loose run)."""
+    base = {"method": [], "predictor": ["--method", "pc"], "corrector": ["--method", "pc"],
+            "grid": ["--method", "euler_maruyama"], "backend": ["--method", "dopri5"]}[flag]  # fmt: skip
+    loose = ["--rtol", "0.2", "--atol", "0.05"] if flag == "backend" or name in ("adaptive", "dopri5", "bosh3") else []
+    args = ["sample", "--model", "gmm2d", *base, f"--{flag}", name, "--steps", "3", *loose]
+    code, _, err = run_cli([*args, "--num", "8", "--quiet", "--no-eval", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert np.isfinite(np.load(tmp_path / SAMPLES_FILE)["samples"]).all()
+
+
+def test_the_help_lists_the_registries(capsys: pytest.CaptureFixture[str]) -> None:
+    from sdekit.grids import GRIDS
+    from sdekit.solvers import CORRECTORS, PREDICTORS
+
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for names in (PREDICTORS.names(), CORRECTORS.names(), sorted(GRIDS)):
+        assert ", ".join(names) in text
+    assert "ald" not in text.split() and "logsnr" not in text and "karras" not in text

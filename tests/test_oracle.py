@@ -366,7 +366,7 @@ def test_limits_are_the_exact_sample_quantiles(oracle: GaussianMixture) -> None:
 
 def test_sw1_limit_is_the_tolerance_bound_of_its_calibration_pairs() -> None:
     """k for 16 draws, tail 1e-3/3, 95 % confidence is 4.98 (noncentral t), and the limit is exp(m + k·s) of log SW1."""
-    from sdekit.testing import _tolerance_factor
+    from sdekit.testing.metrics import _tolerance_factor
 
     assert _tolerance_factor(16, FALSE_ALARM / 3) == pytest.approx(4.977, abs=2e-3)
     z = stats.norm.isf(FALSE_ALARM / 3)  # 3.40: at confidence 0.5 the factor is the median, just above z

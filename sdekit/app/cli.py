@@ -34,25 +34,44 @@ from sdekit import __version__
 from sdekit.app import MissingRequirementError, require
 from sdekit.app.host_memory import keep_freed_memory
 from sdekit.checks import check_choice
+from sdekit.grids import GRIDS
 from sdekit.sampling import SampleInfo, ode_methods, ode_sample, pc_sample, sample, sde_methods
 from sdekit.sde import VPSDE
+from sdekit.solvers import CORRECTORS, PREDICTORS
+from sdekit.solvers.adaptive_ode import BACKENDS
 from sdekit.testing import GaussianMixture, evaluate
 
 Sampler = Callable[..., object]
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
-#: CLI flags forwarded to the sampler when given (None = the sampler's default).
+#: CLI flags forwarded to the sampler when given (None = the sampler's default). Where a flag names a
+#: registered choice, its help lists the registry's names (:func:`flag_choices`), never a fixed list.
 SAMPLER_FLAGS: dict[str, tuple[type, str]] = {
     "steps": (int, "number of steps of fixed-grid methods"),
     "rtol": (float, "relative tolerance of adaptive methods"),
     "atol": (float, "absolute tolerance of adaptive methods"),
-    "predictor": (str, "predictor of --method pc (e.g. reverse_diffusion, euler_maruyama, ancestral, none)"),
-    "corrector": (str, "corrector of --method pc (langevin, ald, none)"),
+    "predictor": (str, "predictor of --method pc"),
+    "corrector": (str, "corrector of --method pc"),
     "snr": (float, "signal-to-noise ratio of the Langevin corrector (default 0.16)"),
     "corrector_steps": (int, "corrector moves per step of --method pc"),
     "eps": (float, "end time (default 1e-3 for VP, 1e-5 for VE)"),
-    "grid": (str, "time grid name (uniform, logsnr, karras, quadratic)"),
-    "backend": (str, "adaptive ODE backend (native, torchdiffeq, scipy)"),
+    "grid": (str, "time grid of fixed-grid methods"),
+    "backend": (str, "adaptive ODE backend"),
 }
+
+
+def flag_choices() -> dict[str, list[str]]:
+    """The valid values of the flags that name a registered choice, from the registries themselves."""
+    return {
+        "method": ["pc", *sde_methods(), *ode_methods()],
+        "predictor": PREDICTORS.names(),
+        "corrector": CORRECTORS.names(),
+        "grid": sorted(GRIDS),
+        "backend": list(BACKENDS),
+    }
+
+
+def _help(name: str, text: str, choices: dict[str, list[str]]) -> str:
+    return f"{text}: {', '.join(choices[name])}" if name in choices else text
 
 
 class UserError(Exception):
@@ -81,9 +100,8 @@ def _sample_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default="digits", help="built-in model (see `sdekit info`) or module:callable (runs user code)"
     )
-    p.add_argument(
-        "--method", default="adaptive", help="sampler: an SDE method, 'pc', or an ODE method (default adaptive)"
-    )
+    choices = flag_choices()
+    p.add_argument("--method", default="adaptive", help=_help("method", "sampler (default adaptive)", choices))
     p.add_argument("-n", "--num", type=int, default=256, help="number of samples (default 256; -n under torchrun)")
     p.add_argument("--seed", type=int, default=0, help="seed; chunk k uses a generator seeded by (seed, k)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<model>)")
@@ -96,7 +114,8 @@ def _sample_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the quality figures at the end")
     for name, (kind, help_text) in SAMPLER_FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None, help=help_text)
+        flag = f"--{name.replace('_', '-')}"
+        p.add_argument(flag, dest=name, type=kind, default=None, help=_help(name, help_text, choices))
     p.add_argument(
         "--no-denoise", dest="denoise", action="store_false", default=None, help="skip the final Tweedie step"
     )
