@@ -116,14 +116,14 @@ def test_a_configured_object_serves_many_runs_unchanged() -> None:
 def test_registering_a_method_with_a_parameter_is_one_class() -> None:
     @PREDICTORS.register("_test_damped_euler")
     class Damped(AffinePredictor):
-        """Euler–Maruyama with the score term scaled by ``damping``."""
+        """Euler–Maruyama on a linear SDE, x' = (1 − h f) x + damping·h g² s + g √h z."""
 
         defaults: ClassVar[dict[str, Any]] = {"damping": 1.0}
         damping: float
 
         def coefficients(self, sde, t, t_next):  # type: ignore[no-untyped-def]
-            a, b, c = EulerMaruyama.coefficients(self, sde, t, t_next)  # type: ignore[arg-type]
-            return a, self.damping * b, c
+            h, g2 = t - t_next, sde.diffusion_squared(t)
+            return 1 - h * sde.drift_coeff(t), self.damping * (h * g2), (g2 * h).sqrt()
 
     try:
         full, _ = run(sample, method="_test_damped_euler", steps=5)
@@ -184,3 +184,50 @@ def test_the_denoising_refusal_comes_before_the_run() -> None:
     with pytest.raises(TypeError, match="denoise=True needs a LinearSDE"):
         sample(GenericVP(), score, (4, 2), steps=50)
     assert calls == []  # nothing was computed and lost
+
+
+def test_one_step_formula_serves_a_state_dependent_diffusion() -> None:
+    """EM, reverse diffusion and Heun on an SDE with a diagonal G(x, t): one step of each equals its formula
+    written with the reverse SDE / flow objects (divergence term included), to rounding."""
+    import sdekit
+    from sdekit import probability_flow, reverse
+    from sdekit.checks import batch_view
+
+    class Coupled(sdekit.SDE):
+        state_dependent_diffusion = True
+
+        def drift(self, x, t):  # type: ignore[no-untyped-def]
+            return -batch_view(t, x) * x
+
+        def diffusion(self, x, t):  # type: ignore[no-untyped-def]
+            return batch_view(t, x) * (1 + x**2).sqrt()
+
+        def marginal(self, x0, t):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+        def prior_sample(self, shape, *, generator=None, device=None, dtype=torch.float32):  # type: ignore[no-untyped-def]
+            return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+        def prior_logp(self, z):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+    sde = Coupled()
+    score = lambda x, t: -x / (1 + batch_view(t, x))  # noqa: E731
+    x0 = torch.randn(4, 3, generator=gen(0), dtype=F64)
+    grid = torch.tensor([1.0, 0.7], dtype=F64)
+    t, t_next, h = grid[:1].expand(4), grid[1:].expand(4), 0.3
+    z = torch.randn(4, 3, generator=gen(1), dtype=F64)  # the step's noise, drawn as the sampler draws it
+
+    def one_step(method: str) -> torch.Tensor:
+        sampler = ode_sample if method == "heun" else sample
+        return sampler(sde, score, x_T=x0, method=method, grid=grid, denoise=False, dtype=F64, generator=gen(1))
+
+    em = x0 - h * reverse(sde, score).drift(x0, t) + sde.diffusion(x0, t) * h**0.5 * z
+    torch.testing.assert_close(one_step("euler_maruyama"), em, rtol=1e-13, atol=1e-13)
+    f_i, G_i = sde.discretize(x0, t, t_next)
+    rd = x0 - f_i + G_i**2 * score(x0, t) + G_i * z
+    torch.testing.assert_close(one_step("reverse_diffusion"), rd, rtol=1e-13, atol=1e-13)
+    flow = probability_flow(sde, score)
+    k1 = flow.drift(x0, t)
+    k2 = flow.drift(x0 - h * k1, t_next)
+    torch.testing.assert_close(one_step("heun"), x0 - h * (k1 + k2) / 2, rtol=1e-13, atol=1e-13)

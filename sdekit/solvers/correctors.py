@@ -22,6 +22,7 @@ from torch import Tensor
 from sdekit.checks import batch_view, check_positive, event_norm
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE
+from sdekit.solvers.coefficients import mean_ratio_squared
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
 from sdekit.solvers.registry import Registry
 from sdekit.solvers.score_calls import gaussian_like
@@ -43,12 +44,7 @@ class Corrector(GridStepper):
     def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
         super().bind(sde, score, grid, generator)
         #: a_i = ᾱ(t_i)/ᾱ(t_{i+1}) per step (1 for VE and for SDEs without a Gaussian kernel).
-        self.alpha_ratio = self._alpha_ratio().tolist()
-
-    def _alpha_ratio(self) -> Tensor:
-        if isinstance(self.sde, LinearSDE):
-            return (2 * (self.sde.log_mean_coeff(self.t) - self.sde.log_mean_coeff(self.t_next))).exp()
-        return torch.ones_like(self.t)
+        self.alpha_ratio = mean_ratio_squared(sde, self.t, self.t_next)
 
 
 CORRECTORS: Registry[type[Corrector]] = Registry("corrector")

@@ -80,29 +80,59 @@ class GridStepper(Configurable, abc.ABC):
         """The state at t_{i+1} from the state ``x`` at t_i."""
 
 
-def weighted_sum(terms: Sequence[tuple[float, Tensor]], *, into: tuple[float, Tensor] | None = None) -> Tensor:
-    """Σ c_k v_k for Python-float coefficients c_k: one elementwise pass per term, no temporaries.
+def weighted_sum(
+    terms: Sequence[tuple[float | Tensor, Tensor]], *, into: tuple[float | Tensor, Tensor] | None = None
+) -> Tensor:
+    """Σ c_k v_k: one elementwise pass per term, no temporaries for Python-float coefficients.
 
-    ``into = (c, buffer)`` starts the sum from c·buffer *in place*: pass a tensor the caller
-    owns and no longer needs (fresh noise, say). Otherwise the first term is copied. Terms
-    with c = 0 are skipped; the input tensors are never modified.
+    A coefficient is a Python float (a grid coefficient computed in float64 before the run) or a
+    tensor broadcastable against the terms (a per-sample or elementwise coefficient evaluated at
+    the step: SDEs without precomputed coefficients). Float terms on the *same* tensor object are
+    merged first — x + (−h f)·x is one pass with coefficient 1 − h f — so a step written once for
+    every SDE costs no more on a linear one. ``into = (c, buffer)`` starts the sum from c·buffer
+    *in place*: pass a tensor the caller owns and no longer needs (fresh noise, say). Otherwise the
+    first term is copied. Terms with c = 0.0 are skipped; the input tensors are never modified.
     """
-    pending = [(c, v) for c, v in terms if c != 0.0]
+    pending = [(c, v) for c, v in _merged(terms) if not _is_zero(c)]
     if into is not None:
         scale, out = into
-        if scale != 1.0:
+        if isinstance(scale, Tensor) or scale != 1.0:
             out.mul_(scale)
-    elif len(pending) > 1 and any(c == 1.0 for c, _ in pending):
+    elif len(pending) > 1 and any(_is_one(c) for c, _ in pending):
         # x + c·v in one pass (torch.add's alpha) rather than a copy and an add.
-        first = next(k for k, (c, _) in enumerate(pending) if c == 1.0)
+        first = next(k for k, (c, _) in enumerate(pending) if _is_one(c))
         _, base = pending.pop(first)
         scale, other = pending.pop(0)
-        out = torch.add(base, other, alpha=scale)
+        out = base + other * scale if isinstance(scale, Tensor) else torch.add(base, other, alpha=scale)
     elif pending:
         scale, first_term = pending.pop(0)
         out = torch.mul(first_term, scale)
     else:
         out = torch.zeros_like(terms[0][1])
     for c, v in pending:
-        out.add_(v, alpha=c)
+        if isinstance(c, Tensor):
+            out.add_(v * c)
+        else:
+            out.add_(v, alpha=c)
     return out
+
+
+def _is_zero(c: float | Tensor) -> bool:
+    return not isinstance(c, Tensor) and c == 0.0
+
+
+def _is_one(c: float | Tensor) -> bool:
+    return not isinstance(c, Tensor) and c == 1.0
+
+
+def _merged(terms: Sequence[tuple[float | Tensor, Tensor]]) -> list[tuple[float | Tensor, Tensor]]:
+    """The terms with float coefficients on the same tensor object added up (at the first one's place)."""
+    merged: list[tuple[float | Tensor, Tensor]] = []
+    for c, v in terms:
+        for k, (c0, v0) in enumerate(merged):
+            if v0 is v and not isinstance(c0, Tensor) and not isinstance(c, Tensor):
+                merged[k] = (c0 + c, v)
+                break
+        else:
+            merged.append((c, v))
+    return merged

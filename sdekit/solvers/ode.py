@@ -8,14 +8,14 @@ four calls a step and wins only when the score is very smooth in t.
 
 from __future__ import annotations
 
-import functools
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from sdekit.reverse import ProbabilityFlow, ScoreFn, probability_flow
-from sdekit.sde import SDE, LinearSDE
+from sdekit.reverse import ScoreFn
+from sdekit.sde import SDE
+from sdekit.solvers.coefficients import coefficients
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
 from sdekit.solvers.registry import Registry
 
@@ -27,8 +27,9 @@ class ExplicitRungeKutta(GridStepper):
 
     A method is its tableau (``a``, ``b``, ``c``), its ``order`` and ``nfe_per_step`` = len(b).
 
-    On a LinearSDE the velocity is v(x, t) = f(t) x − ½ g(t)² s(x, t), with f and g² at
-    every stage time computed once for the grid; other SDEs evaluate the flow's drift.
+    The velocity is v(x, t) = f(x, t) − ½ g(t)² s(x, t), its coefficients from
+    :mod:`sdekit.solvers.coefficients`: on a LinearSDE f(t) and g² at every stage time are
+    computed once for the grid; other SDEs are evaluated at each stage.
     """
 
     kind = "ode"
@@ -47,26 +48,17 @@ class ExplicitRungeKutta(GridStepper):
         delta = self.t_next - self.t
         self.delta = delta.tolist()
         stage_t = self.t[:, None] + torch.tensor(self.c, dtype=torch.float64) * delta[:, None]  # (N, stages)
-        self.stage_times = [row.split(1) for row in stage_t.to(grid.device)]
-        self.linear: list[list[tuple[float, float]]] | None = None
-        if isinstance(sde, LinearSDE):
-            flat = stage_t.reshape(-1)  # schedules take 1-D times
-            f = sde.drift_coeff(flat).reshape(stage_t.shape).tolist()
-            minus_half_g2 = (-0.5 * sde.diffusion_squared(flat)).reshape(stage_t.shape).tolist()
-            self.linear = [list(zip(*row, strict=True)) for row in zip(f, minus_half_g2, strict=True)]
-
-    @functools.cached_property
-    def flow(self) -> ProbabilityFlow:
-        """The probability-flow ODE, for SDEs without a Gaussian kernel."""
-        return probability_flow(self.sde, self.score)
+        self.sde_coefficients = coefficients(sde, stage_t, grid.device)
 
     def velocity(self, x: Tensor, i: int, stage: int) -> Tensor:
-        """The flow's drift at stage ``stage`` of step ``i``."""
-        t = self.stage_times[i][stage]
-        if self.linear is None:
-            return self.flow.drift(x, t)
-        f, minus_half_g2 = self.linear[i][stage]
-        return weighted_sum([(f, x), (minus_half_g2, self.score(x, t))])
+        """The flow's drift f − ½ g² s (− ½ ∇·GGᵀ) at stage ``stage`` of step ``i``."""
+        c, at = self.sde_coefficients, (i, stage)
+        s = self.score(x, c.time(at))
+        terms = [*c.drift(x, at), (-0.5 * c.g2(x, at), s)]
+        divergence = c.divergence(x, at)
+        if divergence is not None:
+            terms.append((-0.5, divergence))
+        return weighted_sum(terms)
 
     def step(self, x: Tensor, i: int) -> Tensor:
         dt = self.delta[i]
