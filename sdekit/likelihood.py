@@ -76,6 +76,8 @@ __all__ = ["DIVERGENCES", "LikelihoodInfo", "log_likelihood", "bits_per_dim", "u
 DIVERGENCES = ("hutchinson_rademacher", "hutchinson_gaussian", "exact")
 
 Field = Callable[[Tensor], Tensor]
+#: (x, t, probe) -> (velocity, divergence)
+Flow = Callable[[Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor]]
 
 
 @dataclass
@@ -140,18 +142,13 @@ def log_likelihood(
     check_choice("divergence", divergence, DIVERGENCES)
     eps = check_open_interval("eps", eps, 0.0, sde.T)
     counted = CountedScore(score)
-    flow = _flow_with_divergence(sde, _explained(counted, tuple(x.shape)))
     probes = None if divergence == "exact" else _probe(divergence, x, generator)
     state = _AugmentedState(x, probes)
 
-    def augmented(t: Tensor, y: Tensor) -> Tensor:
-        x_t, probe = state.unpack(y)
-        velocity, div = flow(x_t, t, probe)
-        return state.pack(velocity, div)
-
+    field = _AugmentedField(state, lambda score: _flow_with_divergence(sde, _explained(score, tuple(x.shape))), counted)
     with torch.no_grad():
         y_T, stats = solve_ivp_batched(
-            augmented, state.initial(), eps, sde.T, method=method, rtol=rtol, atol=atol, backend=backend
+            field, state.initial(), eps, sde.T, method=method, rtol=rtol, atol=atol, backend=backend
         )
     z, delta_logp = state.unpack(y_T)[0], state.logp_change(y_T)
     prior_logp = sde.prior_logp(z)
@@ -159,6 +156,22 @@ def log_likelihood(
     if not return_info:
         return logp
     return logp, LikelihoodInfo(counted.nfe, stats.steps, stats.rejected, z, prior_logp, delta_logp, stats)
+
+
+class _AugmentedField:
+    """d/dt of the augmented state; the score's per-sample state follows the solver's active set."""
+
+    def __init__(self, state: _AugmentedState, make_flow: Callable[[CountedScore], Flow], score: CountedScore) -> None:
+        self.state, self.make_flow, self.score = state, make_flow, score
+        self.flow = make_flow(score)
+
+    def select(self, rows: Tensor, batch_size: int) -> _AugmentedField:
+        return _AugmentedField(self.state, self.make_flow, self.score.select(rows, batch_size))
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        x_t, probe = self.state.unpack(y)
+        velocity, div = self.flow(x_t, t, probe)
+        return self.state.pack(velocity, div)
 
 
 class _AugmentedState:

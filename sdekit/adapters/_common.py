@@ -6,6 +6,7 @@ broadcasting come from :mod:`sdekit.checks`, the adapter-specific ones live here
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch import Tensor
 
 import sdekit
 from sdekit.checks import shared_time
+from sdekit.per_sample import index_per_sample
 
 #: A network as adapters call it: ``model(x, label, **kwargs) -> Tensor`` with ``x``'s shape.
 Network = Callable[..., Any]
@@ -39,6 +41,22 @@ def check_model_kwargs(model_kwargs: Mapping[str, Any] | None) -> dict[str, Any]
     if not isinstance(model_kwargs, Mapping):
         raise TypeError(f"model_kwargs must be a mapping of keyword arguments, got {type(model_kwargs).__name__}")
     return dict(model_kwargs)
+
+
+class PerSampleKwargs:
+    """``select(rows, batch_size)`` for an adapter whose ``model_kwargs`` may hold per-sample tensors.
+
+    The adaptive solvers call it when their active set shrinks (:mod:`sdekit.per_sample`): the
+    result is a shallow copy (same network, same parameters) whose per-sample ``model_kwargs`` — tensors
+    whose first dimension is ``batch_size`` — hold only ``rows``.
+    """
+
+    model_kwargs: dict[str, Any]
+
+    def select(self, rows: Tensor, batch_size: int) -> Any:
+        selected = copy.copy(self)
+        selected.model_kwargs = index_per_sample(self.model_kwargs, rows, batch_size)
+        return selected
 
 
 def check_inputs(x: object, t: object) -> Tensor:

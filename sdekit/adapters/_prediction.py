@@ -16,6 +16,7 @@ from torch import Tensor
 import sdekit
 from sdekit.adapters._common import (
     Network,
+    PerSampleKwargs,
     call_network,
     check_inputs,
     check_linear_sde,
@@ -38,7 +39,7 @@ def resolve_num_timesteps(sde: sdekit.LinearSDE, num_timesteps: int | None, time
     return num_timesteps
 
 
-class PredictionScore(torch.nn.Module, abc.ABC):
+class PredictionScore(PerSampleKwargs, torch.nn.Module, abc.ABC):
     """``score(x, t)`` from a network that predicts some function of (x_t, t) on a linear SDE's kernel.
 
     The network is called as ``model(x, label, **model_kwargs, **kwargs)`` and must

@@ -25,7 +25,14 @@ import torch
 from torch import Tensor
 
 import sdekit
-from sdekit.adapters._common import Network, call_network, check_inputs, check_model_kwargs, check_network
+from sdekit.adapters._common import (
+    Network,
+    PerSampleKwargs,
+    call_network,
+    check_inputs,
+    check_model_kwargs,
+    check_network,
+)
 from sdekit.checks import batch_view, check_choice, check_positive, check_positive_int, check_shape
 
 __all__ = ["NCSNScore", "from_sigmas", "geometric_sigmas", "annealed_langevin_sample"]
@@ -58,7 +65,7 @@ def check_sigmas(sigmas: object) -> Tensor:
     return values
 
 
-class NCSNScore(torch.nn.Module):
+class NCSNScore(PerSampleKwargs, torch.nn.Module):
     """``score(x, t)`` from an NCSN network on ``sde = VESDE(σ_L, σ_1)``, a ``torch.nn.Module``.
 
     Args:

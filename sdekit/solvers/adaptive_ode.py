@@ -54,6 +54,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sdekit.checks import batch_mask, batch_view, check_choice, check_positive, check_positive_int, event_rms
+from sdekit.per_sample import select_rows
 from sdekit.reverse import ScoreFn, probability_flow
 from sdekit.sde import SDE, time_checks
 from sdekit.solvers.grid_stepper import weighted_sum
@@ -217,6 +218,11 @@ class _Counted:
 
     def __init__(self, func: OdeFn, stats: SampleInfo) -> None:
         self.func, self.stats = func, stats
+        self.full = func
+
+    def select(self, rows: Tensor, batch_size: int) -> None:
+        """Restrict ``func``'s per-sample state to ``rows`` of the full batch (:mod:`sdekit.per_sample`)."""
+        self.func = select_rows(self.full, rows, batch_size)
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         self.stats.nfe += 1
@@ -489,6 +495,8 @@ class _NativeSolver:
         if n_running < state.y.shape[0]:
             self.store(state, (~running).nonzero().squeeze(1))
             state = state.select(running.nonzero().squeeze(1))
+            if state.index.numel():
+                self.func.select(state.index, self.final.shape[0])  # per-sample state follows the active set
         until_check = int(min(max(to_go_value / 2, 1), sync_every)) if math.isfinite(to_go_value) else 1
         return state, until_check
 
@@ -724,11 +732,22 @@ class AdaptiveODE(Integrator):
         progress: bool,
         callback: Callback | None,
     ) -> tuple[Tensor, SampleInfo]:
-        flow = probability_flow(sde, score)
         with torch.no_grad(), tqdm(disable=not progress, desc="sampling", unit="NFE") as bar:
+            return solve_ivp_batched(_FlowVelocity(sde, score, bar), x, sde.T, eps, **self.options)
 
-            def velocity(t: Tensor, y: Tensor) -> Tensor:
-                bar.update(1)
-                return flow.drift(y, t)
 
-            return solve_ivp_batched(velocity, x, sde.T, eps, **self.options)
+class _FlowVelocity:
+    """The flow's drift as ``func(t, y)``, counting on a tqdm bar; its score follows the active set."""
+
+    def __init__(self, sde: SDE, score: ScoreFn, bar: Any) -> None:
+        self.sde, self.full, self.bar = sde, score, bar
+        self.flow = probability_flow(sde, score)
+
+    def select(self, rows: Tensor, batch_size: int) -> _FlowVelocity:
+        selected = _FlowVelocity(self.sde, self.full, self.bar)
+        selected.flow = probability_flow(self.sde, select_rows(self.full, rows, batch_size))
+        return selected
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        self.bar.update(1)
+        return self.flow.drift(y, t)

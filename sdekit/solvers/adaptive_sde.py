@@ -63,6 +63,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sdekit.checks import batch_mask, batch_view, check_choice, check_open_interval, check_positive, event_rms
+from sdekit.per_sample import select_rows
 from sdekit.reverse import ReverseSDE, ScoreFn, reverse
 from sdekit.sde import SDE, time_checks
 from sdekit.solvers.brownian import BrownianTree
@@ -220,7 +221,9 @@ def adaptive_sde_sample(
 ) -> tuple[Tensor, SampleInfo]:
     """Integrate the reverse SDE from x at t = T down to ``eps`` with per-sample adaptive steps.
 
-    ``score`` is called with per-sample times ``(B_active,)``; pass a
+    ``score`` is called with per-sample times ``(B_active,)`` on the samples still running; a
+    score with per-sample state is restricted to them through its ``select``
+    (:mod:`sdekit.per_sample`) each time samples finish. Pass a
     :class:`~sdekit.solvers.CountedScore` to count calls (NFE = ``2 × stats.iterations``).
     Returns the state at ``eps`` (apply the final denoising yourself) and a
     :class:`~sdekit.solvers.info.SampleInfo` (``nfe`` = 2 × ``iterations``, per-sample
@@ -258,7 +261,8 @@ def adaptive_sde_sample(
             codes = status[:-1]
             _raise_on_failure(codes, state, control)
             state.noise.trim(int(status[-1]))
-            _compact(state, codes, out, sample_steps, sample_rejected)
+            if _compact(state, codes, out, sample_steps, sample_rejected) and state.index.numel():
+                rsde = reverse(sde, select_rows(score, state.index, x.shape[0]))  # per-sample state follows
             bar.update(2)
     return out, SampleInfo(
         nfe=2 * iterations,
@@ -345,17 +349,21 @@ def _check_unit_interval(name: str, value: float) -> float:
     return number
 
 
-def _compact(state: _Active, codes: Tensor, out: Tensor, steps: Tensor, rejected: Tensor) -> None:
-    """Write finished samples (and their step counts) into ``out`` and drop them from the active set."""
+def _compact(state: _Active, codes: Tensor, out: Tensor, steps: Tensor, rejected: Tensor) -> bool:
+    """Write finished samples (and their step counts) into ``out`` and drop them from the active set.
+
+    Returns whether the active set changed.
+    """
     done = (codes & _DONE) != 0
     if not bool(done.any()):
-        return
+        return False
     finished = done.nonzero().squeeze(1).to(state.x.device)
     index = state.index[finished]
     out.index_copy_(0, index, state.x[finished])
     steps.index_copy_(0, index, state.steps[finished])
     rejected.index_copy_(0, index, state.rejected[finished])
     state.select((~done).nonzero().squeeze(1).to(state.x.device))
+    return True
 
 
 class AdaptiveSDE(Integrator):

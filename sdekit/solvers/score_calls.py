@@ -6,12 +6,15 @@ the solver's state and arithmetic stay in the state's dtype either way.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from sdekit.per_sample import select_rows
 from sdekit.reverse import ScoreFn
 
 AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
@@ -45,17 +48,48 @@ class CountedScore:
         if not isinstance(compile, (bool, Mapping)):
             raise TypeError(f"compile must be a bool or a mapping of torch.compile options, got {compile!r}")
         self.score = score
+        #: The score as given, for the full batch; a :meth:`select` view restricts it to some rows.
+        self.full = score
+        self._compiled = False
         self.autocast = autocast
         self.compile = compile
-        self.nfe = 0
+        self._shared = _Shared()
         self._checked = False
-        #: With ``keep_last`` set, ``last`` holds the latest call's (x, t as passed, result), for callbacks.
-        self.keep_last = False
-        self.last: tuple[Tensor, Tensor, Tensor] | None = None
+
+    @property
+    def nfe(self) -> int:
+        """Batched calls so far, of this wrapper and of every :meth:`select` view of it."""
+        return self._shared.nfe
+
+    @property
+    def keep_last(self) -> bool:
+        """Whether ``last`` keeps the latest call's (x, t as passed, result), for callbacks (shared with views)."""
+        return self._shared.keep_last
+
+    @keep_last.setter
+    def keep_last(self, value: bool) -> None:
+        self._shared.keep_last = value
+
+    @property
+    def last(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        return self._shared.last
+
+    def select(self, rows: Tensor, batch_size: int) -> CountedScore:
+        """A view of this wrapper whose score is restricted to ``rows`` of the full batch (:mod:`sdekit.per_sample`).
+
+        The view shares the call count and ``last`` with this wrapper, which keeps the full score.
+        """
+        if not callable(getattr(self.full, "select", None)):
+            return self
+        view = copy.copy(self)
+        view.score = select_rows(self.full, rows, batch_size)
+        view._compiled = False
+        return view
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        if self.compile is not False and not self._checked:
+        if self.compile is not False and not self._compiled:
             self.score = _compiled(self.score, self.compile, x.device)
+            self._compiled = True
         t_given, t = t, t.to(x.dtype).expand(x.shape[0])
         if self.autocast is None:
             out = self.score(x, t)
@@ -63,13 +97,22 @@ class CountedScore:
             with torch.autocast(x.device.type, dtype=self.autocast):
                 out = self.score(x, t)
             out = out.to(x.dtype) if isinstance(out, Tensor) else out
-        self.nfe += 1
+        self._shared.nfe += 1
         if not self._checked:
             _check_output(out, x)
             self._checked = True
-        if self.keep_last:
-            self.last = (x, t_given, out)
+        if self._shared.keep_last:
+            self._shared.last = (x, t_given, out)
         return out
+
+
+@dataclass
+class _Shared:
+    """What a CountedScore and its select views count and remember together."""
+
+    nfe: int = 0
+    keep_last: bool = False
+    last: tuple[Tensor, Tensor, Tensor] | None = None
 
 
 def _compiled(score: ScoreFn, options: bool | Mapping[str, Any], device: torch.device) -> ScoreFn:
