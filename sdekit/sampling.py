@@ -11,11 +11,14 @@ finite check costs no host synchronisation in the loop: the index of the first b
 kept on the device and read back once, at the end.
 
 ``callback(payload)`` is called after every step (every iteration of an adaptive method)
-with ``x`` (the state), ``i`` (the step or iteration), ``t`` (the step's start: a float on a
-grid, the per-sample times of the active samples for an adaptive method) and ``denoised``
-(Tweedie's estimate x̂₀ = (x' + σ² s)/α from the latest score call, at that call's input and
-time; ``None`` for an SDE without a Gaussian kernel). Fixed-grid methods add ``t_next``; the
-adaptive SDE solver ``h``, ``index`` and ``accepted``.
+with ``x`` (the state), ``i`` (the step or iteration), ``t`` (on a grid the step's start, a
+float; for the adaptive SDE solver the active samples' times after the iteration), and
+``denoised`` with ``denoised_t``: Tweedie's estimate x̂₀ = (x' + σ² s)/α from the latest score
+call, at that call's input x' and time (for a multi-stage or predictor–corrector step the last
+stage's; ``None`` before any score call or for an SDE without a Gaussian kernel). ``denoised``
+is computed only when read. Fixed-grid methods add ``t_next``; the adaptive SDE solver ``h``,
+``index`` and ``accepted``. While a callback is given, the latest call's input and output stay
+referenced until the next call (about two states of memory).
 
 Choosing a sampler, briefly: ``sample(method="ancestral")`` or ``pc_sample`` with
 1000 steps reproduce the SDE paper; ``ode_sample(method="heun")`` gives
@@ -24,7 +27,7 @@ deterministic samples (and an encoder, via ``x_T=``) at a few hundred NFE.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, overload
 
@@ -44,6 +47,7 @@ from sdekit.solvers import (
     GridStepper,
     Integrator,
     Method,
+    Predictor,
     PredictorCorrector,
     SampleInfo,
     ode_method,
@@ -213,8 +217,41 @@ def _tweedie(sde: LinearSDE, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
     return (x + batch_view((sigma**2).to(x.dtype), x) * score) / batch_view(alpha.to(x.dtype), x)
 
 
+_PENDING = object()
+
+
+class _Payload(dict[str, Any]):
+    """The callback's payload; ``denoised`` is computed only when it is read (it costs a few passes over x)."""
+
+    def __init__(self, items: dict[str, Any], denoise: Callable[[], Tensor | None]) -> None:
+        super().__init__(items, denoised=_PENDING)
+        self._denoise = denoise
+
+    def __getitem__(self, key: str) -> Any:
+        value = dict.__getitem__(self, key)
+        if value is _PENDING:
+            value = self._denoise()
+            dict.__setitem__(self, key, value)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.__getitem__(key) if dict.__contains__(self, key) else default
+
+    def __iter__(self) -> Iterator[str]:  # also makes dict(payload) and {**payload} read through __getitem__
+        return iter(list(dict.keys(self)))
+
+    def values(self) -> Any:
+        return [self[key] for key in self]
+
+    def items(self) -> Any:
+        return [(key, self[key]) for key in self]
+
+
 def _with_denoised(callback: Callback | None, sde: SDE, score: CountedScore) -> Callback | None:
-    """The user's callback, its payload completed with ``denoised`` from the score's latest call."""
+    """The user's callback, its payload completed with ``denoised`` (read lazily) and ``denoised_t``.
+
+    Both come from the score's latest call (its input and time): Tweedie's x̂₀ = (x' + σ² s)/α there.
+    """
     if callback is None:
         return None
     if not callable(callback):
@@ -223,11 +260,14 @@ def _with_denoised(callback: Callback | None, sde: SDE, score: CountedScore) -> 
 
     def complete(payload: dict[str, Any]) -> None:
         last = score.last
-        denoised = None
-        if isinstance(sde, LinearSDE) and last is not None:
+
+        def denoise() -> Tensor | None:
+            if not isinstance(sde, LinearSDE) or last is None:
+                return None
             with torch.no_grad(), time_checks(False):
-                denoised = _tweedie(sde, *last)
-        callback({**payload, "denoised": denoised})
+                return _tweedie(sde, *last)
+
+        callback(_Payload({**payload, "denoised_t": None if last is None else last[1]}, denoise))
 
     return complete
 
@@ -261,7 +301,7 @@ def _solve(
         if grid is not None:
             raise TypeError(f"grid is not an option of method {label}: it chooses its own steps")
         if callback is not None and not method.takes_callback:
-            raise TypeError(f"callback is not an option of method {label}: it runs its steps out of reach")
+            raise TypeError(f"callback is not an option of method {label} (it does not report its steps)")
     setup = _prepare(
         sde,
         score,
@@ -313,7 +353,7 @@ def pc_sample(
     shape: tuple[int, ...] | None = None,
     *,
     steps: int = 1000,
-    predictor: str | GridStepper = "reverse_diffusion",
+    predictor: str | Predictor = "reverse_diffusion",
     corrector: str | Corrector = "langevin",
     snr: float | None = None,
     corrector_steps: int = 1,
@@ -337,7 +377,7 @@ def pc_sample(
     shape: tuple[int, ...] | None = None,
     *,
     steps: int = 1000,
-    predictor: str | GridStepper = "reverse_diffusion",
+    predictor: str | Predictor = "reverse_diffusion",
     corrector: str | Corrector = "langevin",
     snr: float | None = None,
     corrector_steps: int = 1,
@@ -354,13 +394,37 @@ def pc_sample(
     autocast: torch.dtype | None = None,
     compile: bool | Mapping[str, Any] = False,
 ) -> tuple[Tensor, SampleInfo]: ...
+@overload
 def pc_sample(
     sde: SDE,
     score: ScoreFn,
     shape: tuple[int, ...] | None = None,
     *,
     steps: int = 1000,
-    predictor: str | GridStepper = "reverse_diffusion",
+    predictor: str | Predictor = "reverse_diffusion",
+    corrector: str | Corrector = "langevin",
+    snr: float | None = None,
+    corrector_steps: int = 1,
+    eps: float | None = None,
+    grid: str | Tensor | None = None,
+    denoise: bool = True,
+    x_T: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+    callback: Callback | None = None,
+    return_info: bool = False,
+    autocast: torch.dtype | None = None,
+    compile: bool | Mapping[str, Any] = False,
+) -> Tensor | tuple[Tensor, SampleInfo]: ...
+def pc_sample(
+    sde: SDE,
+    score: ScoreFn,
+    shape: tuple[int, ...] | None = None,
+    *,
+    steps: int = 1000,
+    predictor: str | Predictor = "reverse_diffusion",
     corrector: str | Corrector = "langevin",
     snr: float | None = None,
     corrector_steps: int = 1,
@@ -453,6 +517,28 @@ def sample(
     compile: bool | Mapping[str, Any] = False,
     **options: Any,
 ) -> tuple[Tensor, SampleInfo]: ...
+@overload
+def sample(
+    sde: SDE,
+    score: ScoreFn,
+    shape: tuple[int, ...] | None = None,
+    *,
+    method: str | Method = "euler_maruyama",
+    steps: int = 1000,
+    eps: float | None = None,
+    grid: str | Tensor | None = None,
+    denoise: bool = True,
+    x_T: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+    callback: Callback | None = None,
+    return_info: bool = False,
+    autocast: torch.dtype | None = None,
+    compile: bool | Mapping[str, Any] = False,
+    **options: Any,
+) -> Tensor | tuple[Tensor, SampleInfo]: ...
 def sample(
     sde: SDE,
     score: ScoreFn,
@@ -554,6 +640,28 @@ def ode_sample(
     compile: bool | Mapping[str, Any] = False,
     **options: Any,
 ) -> tuple[Tensor, SampleInfo]: ...
+@overload
+def ode_sample(
+    sde: SDE,
+    score: ScoreFn,
+    shape: tuple[int, ...] | None = None,
+    *,
+    method: str | Method = "heun",
+    steps: int = 100,
+    eps: float | None = None,
+    grid: str | Tensor | None = None,
+    denoise: bool = True,
+    x_T: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+    callback: Callback | None = None,
+    return_info: bool = False,
+    autocast: torch.dtype | None = None,
+    compile: bool | Mapping[str, Any] = False,
+    **options: Any,
+) -> Tensor | tuple[Tensor, SampleInfo]: ...
 def ode_sample(
     sde: SDE,
     score: ScoreFn,

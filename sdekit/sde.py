@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import contextvars
+import inspect
 import math
 from collections.abc import Iterator
 
@@ -76,10 +77,19 @@ class SDE(abc.ABC):
         # Every public function takes (x, t); an SDE written for the old diffusion(t, x) would get its
         # arguments swapped silently, so refuse it where it is defined.
         method = vars(cls).get("diffusion")
-        names: tuple[str, ...] = getattr(getattr(method, "__code__", None), "co_varnames", ())
-        if names[1:2] == ("t",):
+        if method is None:
+            return
+        function = method.__func__ if isinstance(method, staticmethod | classmethod) else method
+        try:
+            names = [p.name for p in inspect.signature(function).parameters.values()]  # follows __wrapped__
+        except (TypeError, ValueError):
+            return
+        if not isinstance(method, staticmethod):
+            names = names[1:]  # self (or cls)
+        if names and (names[0] in ("t", "time", "t_", "times", "s") or names[1:2] == ["x"]):
             raise TypeError(
-                f"{cls.__name__}.diffusion takes (t, ...): sdekit's SDEs take diffusion(x, t), like drift(x, t)"
+                f"{cls.__name__}.diffusion takes ({', '.join(names)}): sdekit's SDEs take diffusion(x, t), "
+                "like drift(x, t)"
             )
 
     @abc.abstractmethod

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
+import sdekit.sampling as sdekit_sampling
 from sdekit import VESDE, VPSDE, ode_sample, pc_sample, sample
 from sdekit.solvers import (
     PREDICTORS,
@@ -45,7 +46,7 @@ def test_an_object_and_a_name_with_options_are_the_same_method() -> None:
     default, _ = run(ode_sample, method="dpmpp_3m", steps=8)
     assert torch.equal(by_object, by_name)
     assert not torch.equal(by_object, default)  # the option reached the method
-    assert DPMSolverPP(order=3).options == DPMSolverPP3M().options
+    assert DPMSolverPP3M().order == 3 and DPMSolverPP(order=3).options == {"order": 3, "lower_order_final": True}
     assert torch.equal(run(ode_sample, method=DPMSolverPP(order=3), steps=8)[0], default)
 
 
@@ -80,7 +81,20 @@ def test_predictor_corrector_object_is_pc_sample() -> None:
     ("call", "error", "message"),
     [
         (lambda: DPMSolverPP(ordr=3), TypeError, r"takes no option\(s\) ordr; valid options: lower_order_final, order"),
-        (lambda: DPMSolverPP(order=4), ValueError, "order must be 1, 2 or 3"),
+        (lambda: DPMSolverPP(order=4), ValueError, "order must be the int 1, 2 or 3"),
+        (lambda: DPMSolverPP(order=2.0), ValueError, "order must be the int 1, 2 or 3"),
+        (lambda: DPMSolverPP3M(order=2), TypeError, "valid options: lower_order_final$"),
+        (lambda: run(sample, method="dpmpp_2m_sde", order=3), TypeError, "valid options: lower_order_final$"),
+        (lambda: Ancestral(VPSDE(), None, None), TypeError, r"keywords only.*\.start\(sde, score, grid, generator\)"),
+        (lambda: AdaptiveODE(max_steps=-1), ValueError, "max_steps"),
+        (lambda: AdaptiveODE(h_init=-1.0), ValueError, "h_init"),
+        (lambda: AdaptiveODE(sync_every=0), ValueError, "sync_every"),
+        (lambda: AdaptiveODE(t_eval="x"), TypeError, "t_eval"),
+        (lambda: AdaptiveODE(backend="scipy", sync_every=2), TypeError, "native backend only"),
+        (lambda: TorchSDE(adaptive="yes"), TypeError, "adaptive must be a bool"),
+        (lambda: TorchSDE(rtol=-1.0), ValueError, "rtol"),
+        (lambda: run(ode_sample, method="euler", backend="native"), TypeError, "backend is an option of the adaptive"),
+        (lambda: PREDICTORS.register("_test_fn")(lambda sde: None), TypeError, "register a Predictor subclass"),
         (lambda: DPMSolverPP(lower_order_final="yes"), TypeError, "lower_order_final must be a bool"),
         (lambda: Langevin(snr=-1.0), ValueError, "snr"),
         (lambda: AnnealedLangevin(steps=2), TypeError, "valid options: snr"),
@@ -104,13 +118,48 @@ def test_a_wrong_option_is_a_clear_error_at_construction(call, error, message) -
         call()
 
 
+def test_equality_and_removed_names() -> None:
+    grid = torch.linspace(1.0, 0.1, 4, dtype=F64)
+    assert AdaptiveODE(t_eval=grid) == AdaptiveODE(t_eval=grid.clone()) != AdaptiveODE(t_eval=grid[:3])
+    assert DPMSolverPP(order=3) != DPMSolverPP3M()  # a different class, though the same method
+    import sdekit.solvers
+
+    for name in ("OdeStats", "AdaptiveStats", "StepperFactory", "Stepper"):
+        with pytest.raises(AttributeError, match=f"sdekit.solvers.{name} was removed; use "):
+            getattr(sdekit.solvers, name)
+
+
+def test_payload_denoised_is_computed_only_when_read() -> None:
+    sde, calls = VPSDE(), []
+    real = sdekit_sampling._tweedie
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args)
+
+    payloads: list[dict[str, Any]] = []
+    try:
+        sdekit_sampling._tweedie = counting
+        sample(sde, gaussian_score(sde), (3, 2), method="ancestral", steps=4, callback=payloads.append,
+               generator=gen(0), denoise=False)  # fmt: skip
+        assert calls == []
+        copied = dict(payloads[-1])  # reading through the payload computes it, once
+        assert isinstance(copied["denoised"], torch.Tensor) and calls == [1]
+        assert payloads[-1]["denoised"] is copied["denoised"] and calls == [1]
+        torch.testing.assert_close(payloads[-1]["denoised_t"], torch.tensor([payloads[-1]["t"]], dtype=F64))
+    finally:
+        sdekit_sampling._tweedie = real
+
+
 def test_a_configured_object_serves_many_runs_unchanged() -> None:
     method = DPMSolverPP3M()
     first, _ = run(ode_sample, method=method, steps=7)
     second, _ = run(ode_sample, method=method, steps=7)
     assert torch.equal(first, second)  # no history carried over from the first run
-    assert method.options == {"order": 3, "lower_order_final": True} and not hasattr(method, "plan")
-    assert repr(method) == "DPMSolverPP3M(order=3, lower_order_final=True)"
+    assert method.options == {"lower_order_final": True} and not hasattr(method, "plan")
+    assert repr(method) == "DPMSolverPP3M(lower_order_final=True)"
+    started = method.start(VPSDE(), gaussian_score(VPSDE()), torch.linspace(1.0, 1e-3, 5, dtype=F64))
+    assert started.start(VPSDE(), gaussian_score(VPSDE()), torch.linspace(1.0, 1e-3, 3, dtype=F64)).steps == 2
 
 
 def test_registering_a_method_with_a_parameter_is_one_class() -> None:
@@ -154,7 +203,7 @@ def test_fixed_grid_callback_payload_has_the_denoised_estimate() -> None:
     x_T = torch.randn(5, 3, generator=gen(0), dtype=F64)
     sample(sde, score, x_T=x_T, method="euler_maruyama", steps=4, dtype=F64, generator=gen(1), callback=payloads.append)
     assert [p["i"] for p in payloads] == [0, 1, 2, 3]
-    assert set(payloads[0]) == {"x", "i", "t", "t_next", "denoised"}
+    assert set(payloads[0]) == {"x", "i", "t", "t_next", "denoised", "denoised_t"}
     previous = x_T
     for payload in payloads:  # Euler–Maruyama calls the score once, at the step's start
         t = torch.tensor([payload["t"]], dtype=F64)

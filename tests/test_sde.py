@@ -579,3 +579,28 @@ def test_an_sde_with_the_old_diffusion_signature_is_refused_where_it_is_defined(
         class Old(SDE):
             def diffusion(self, t, x=None):  # type: ignore[override]
                 return t
+
+
+def test_the_old_signature_guard_sees_through_renames_and_wrappers() -> None:
+    import functools
+
+    def wrap(f):  # type: ignore[no-untyped-def]
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            return f(*args, **kwargs)
+
+        return wrapper
+
+    for body in (
+        "def diffusion(self, time, x=None): return time",
+        "@wrap\ndef diffusion(self, t, x=None): return t",
+        "@staticmethod\ndef diffusion(t, x): return t",
+    ):
+        namespace: dict[str, object] = {"SDE": SDE, "wrap": wrap}
+        source = "class Old(SDE):\n" + "".join(f"    {line}\n" for line in body.splitlines())
+        with pytest.raises(TypeError, match=r"diffusion\(x, t\)"):
+            exec(source, namespace)
+
+    class Fine(SDE):
+        def diffusion(self, x, t):  # type: ignore[override]
+            return t

@@ -25,3 +25,14 @@ def check() -> None:
     x, info = ode_sample(sde, _score, (2, 2), return_info=True)
     assert_type(x, Tensor)
     assert_type(info.nfe, int)
+    flag: bool = bool(len(sde.__class__.__name__) % 2)
+    assert_type(sample(sde, _score, (2, 2), return_info=flag), Tensor | tuple[Tensor, SampleInfo])
+
+
+def check_the_short_adapters_name() -> None:
+    import torch
+
+    from adapters import ddpm
+
+    _, score = ddpm.from_betas(lambda x, label: x, torch.ones(3) * 0.01)
+    assert_type(score, ddpm.EpsilonScore)

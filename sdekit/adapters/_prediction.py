@@ -44,7 +44,7 @@ class PredictionScore(PerSampleKwargs, torch.nn.Module, abc.ABC):
 
     The network is called as ``model(x, label, **model_kwargs, **kwargs)`` and must
     return a tensor of ``x``'s shape. α and σ are taken at the level the network saw
-    (see :mod:`adapters._labels`), in float64, then cast to ``x``'s dtype.
+    (see :mod:`sdekit.adapters._labels`), in float64, then cast to ``x``'s dtype.
     """
 
     #: Name of the network argument in messages ("eps_model", "x0_model", ...).

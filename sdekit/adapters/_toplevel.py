@@ -52,9 +52,10 @@ def clash_message(module: str) -> str | None:
         return None
     other = ", ".join(owners()) or f"the package at {package.__file__}"
     return (
-        f"the top-level package 'adapters' is not sdekit's: another distribution ({other}) installed its own "
-        f"adapters/__init__.py over sdekit's. Import sdekit's adapter as `from sdekit.adapters import {module}` "
-        "(which always works), or uninstall the other distribution and reinstall sdekit"
+        f"the top-level package 'adapters' is not sdekit's: another distribution ({other}) provides it "
+        f"(its own adapters/__init__.py, over or ahead of sdekit's). Import sdekit's adapter as "
+        f"`from sdekit.adapters import {module}` (which always works), or uninstall the other distribution "
+        "and reinstall sdekit"
     )
 
 

@@ -84,3 +84,17 @@ __all__ = [
     "CountedScore",
     "gaussian_like",
 ]
+
+#: Names of the API before methods became configured objects, and what replaced them.
+_REMOVED = {
+    "OdeStats": "SampleInfo (sdekit.solvers.SampleInfo), which every sampler and solver now returns",
+    "AdaptiveStats": "SampleInfo (sdekit.solvers.SampleInfo), which every sampler and solver now returns",
+    "StepperFactory": "a GridStepper subclass: Method(**options).start(sde, score, grid, generator)",
+    "Stepper": "GridStepper: Method(**options).start(sde, score, grid, generator) returns the run",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _REMOVED:
+        raise AttributeError(f"sdekit.solvers.{name} was removed; use {_REMOVED[name]}")
+    raise AttributeError(f"module 'sdekit.solvers' has no attribute {name!r}")

@@ -719,6 +719,23 @@ class AdaptiveODE(Integrator):
 
     def check_options(self, options: dict[str, Any]) -> None:
         _check_options(options["method"], options["backend"], options["rtol"], options["atol"], options["error_norm"])
+        check_positive_int("max_steps", options["max_steps"])
+        if options["h_init"] is not None:
+            check_positive("h_init", options["h_init"])
+        if options["sync_every"] is not None:
+            check_positive_int("sync_every", options["sync_every"])
+        if options["t_eval"] is not None and not isinstance(options["t_eval"], Tensor):
+            raise TypeError(
+                f"t_eval must be a 1-D torch.Tensor of times or None, got {type(options['t_eval']).__name__}"
+            )
+        if options["controller"] is not None and not isinstance(options["controller"], PIController):
+            raise TypeError(f"controller must be a PIController or None, got {type(options['controller']).__name__}")
+        if options["backend"] != "native":
+            given = [name for name in ("controller", "sync_every") if options[name] is not None]
+            if given:
+                raise TypeError(
+                    f"{', '.join(given)}: option(s) of the native backend only, not of {options['backend']!r}"
+                )
 
     def integrate(
         self,

@@ -92,7 +92,12 @@ def ode_method(method: object, options: Mapping[str, Any]) -> Method:
     """
     if isinstance(method, GridStepper | Integrator):
         return _given(method, "ode", options)
-    if isinstance(method, str) and method in ODE_METHODS and "backend" not in options:
+    if isinstance(method, str) and method in ODE_METHODS and options.get("backend") in (None, "native"):
+        if "backend" in options:
+            raise TypeError(
+                f"backend is an option of the adaptive methods ({', '.join(TABLEAUS)}), not of the fixed-grid "
+                f"method {method!r}; give backend='torchdiffeq' or 'scipy' for their method of that name"
+            )
         return _build(method, ODE_METHODS.get(method), options)
     if isinstance(method, str) and (method in TABLEAUS or options.get("backend", "native") != "native"):
         return _build(method, AdaptiveODE, options, lambda **kw: AdaptiveODE(method=method, **kw))

@@ -1,9 +1,9 @@
 """Correctors: Langevin MCMC at a fixed time, run after each predictor step.
 
-A corrector is built for one run over one grid; ``step(x, i)`` moves ``x`` towards
-p_t at t = t_{i+1}, the time the predictor of step i reached. The predictor came from
-t_i, which sets VP's step-size factor a = ᾱ(t_i)/ᾱ(t_{i+1}) (the DDPM α of the step; 1
-for VE).
+A corrector is configured with its options, then started for one run over one grid
+(:mod:`sdekit.solvers.method`); ``step(x, i)`` moves ``x`` towards p_t at t = t_{i+1}, the
+time the predictor of step i reached. The predictor came from t_i, which sets VP's step-size
+factor a = ᾱ(t_i)/ᾱ(t_{i+1}) (the DDPM α of the step; 1 for VE).
 
 The signal-to-noise ratio ``snr`` r sets the step: Langevin uses
 ε = 2a(r‖z‖/‖s‖)² (norms averaged over the batch; ``langevin_per_sample`` per sample),
@@ -47,7 +47,7 @@ class Corrector(GridStepper):
         self.alpha_ratio = mean_ratio_squared(sde, self.t, self.t_next)
 
 
-CORRECTORS: Registry[type[Corrector]] = Registry("corrector")
+CORRECTORS: Registry[type[Corrector]] = Registry("corrector", Corrector)
 _TINY = torch.finfo(torch.float64).tiny
 
 

@@ -95,8 +95,8 @@ def lagrange_weights(nodes: Sequence[Tensor], moments: Sequence[Tensor]) -> list
 class ExponentialMultistep(GridStepper):
     """Multistep exponential integrator of order ``order`` in λ = log(α/σ), stochastic when ``eta`` = 1.
 
-    Built for one run over ``grid``: every step's coefficients (A, the history weights b_j
-    and the noise scale) are computed in float64 at construction, vectorised over the grid.
+    Started for one run over a grid, it computes every step's coefficients (A, the history
+    weights b_j and the noise scale) in float64, vectorised over the grid, before the first step.
     Step i uses order min(``order``, i + 1) — the first steps warm up while the history of
     x̂₀ fills — and, with ``lower_order_final`` (the default), the last step uses
     ``order − 1`` (at least 1): the final step is usually the largest relative change of
@@ -116,9 +116,9 @@ class ExponentialMultistep(GridStepper):
     needs_linear_sde = True
 
     def check_options(self, options: dict[str, Any]) -> None:
-        order = options["order"]
-        if isinstance(order, bool) or order not in (1, 2, 3):
-            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+        order = options.get("order", getattr(type(self), "order", None))  # fixed on the registered forms
+        if isinstance(order, bool) or not isinstance(order, int) or order not in (1, 2, 3):
+            raise ValueError(f"order must be the int 1, 2 or 3, got {order!r}")
         if not isinstance(options["lower_order_final"], bool):
             raise TypeError(f"lower_order_final must be a bool, got {options['lower_order_final']!r}")
 
@@ -195,7 +195,7 @@ class DPMSolverPP(ExponentialMultistep):
     """DPM-Solver++ for the probability-flow ODE: ``DPMSolverPP(order=3, lower_order_final=False)``.
 
     The registered names are its second- and third-order forms, :class:`DPMSolverPP2M` and
-    :class:`DPMSolverPP3M`; ``order=1`` is DDIM (η = 0).
+    :class:`DPMSolverPP3M` (whose order is fixed); ``order=1`` is DDIM (η = 0).
     """
 
 
@@ -209,7 +209,7 @@ class DPMSolverPP2M(DPMSolverPP):
     (default) or EDM grid — on a grid uniform in t, VP's last steps are far too large in λ.
     """
 
-    defaults: ClassVar[dict[str, Any]] = {"order": 2}
+    fixed_options: ClassVar[dict[str, Any]] = {"order": 2}
 
 
 @ODE_METHODS.register("dpmpp_3m")
@@ -226,7 +226,7 @@ class DPMSolverPP3M(DPMSolverPP):
     for data of unit scale).
     """
 
-    defaults: ClassVar[dict[str, Any]] = {"order": 3}
+    fixed_options: ClassVar[dict[str, Any]] = {"order": 3}
 
 
 @SDE_STEPPERS.register("dpmpp_2m_sde")
@@ -244,3 +244,4 @@ class SDEDPMSolverPP2M(ExponentialMultistep):
 
     kind = "sde"
     eta = 1.0
+    fixed_options: ClassVar[dict[str, Any]] = {"order": 2}

@@ -14,7 +14,6 @@ tensor arithmetic and no host synchronisation.
 from __future__ import annotations
 
 import abc
-import copy
 from collections.abc import Sequence
 from typing import ClassVar, TypeVar
 
@@ -33,14 +32,14 @@ _Stepper = TypeVar("_Stepper", bound="GridStepper")
 class GridStepper(Configurable, abc.ABC):
     """A fixed-grid method; started for a run, it holds the SDE, the score, the grid and the generator.
 
-    ``method.start(sde, score, grid, generator)`` returns a copy of the configured method bound
+    ``method.start(sde, score, grid, generator)`` returns a new object with the same options, bound
     to the run (the configured object itself is never modified, so one object serves many runs);
     a subclass computes its per-run coefficients in :meth:`bind`. ``grid`` is float64 on the
     state's device. ``self.times[i]`` is t_i as a ``(1,)`` tensor
     (the time shared by the batch, as the score receives it), ``self.t`` and ``self.t_next``
     the step's start and end times on the CPU, float64 ``(N,)``, for computing coefficients.
-    ``nfe_per_step`` is the number of score calls a step makes; ``needs_linear_sde`` makes the
-    constructor refuse an SDE without a Gaussian kernel.
+    ``nfe_per_step`` is the number of score calls a step makes; ``needs_linear_sde`` makes
+    :meth:`start` refuse an SDE without a Gaussian kernel.
     """
 
     nfe_per_step: int = 1
@@ -54,8 +53,12 @@ class GridStepper(Configurable, abc.ABC):
     def start(
         self: _Stepper, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None
     ) -> _Stepper:
-        """This method, with its options, bound to one run over ``grid``: call ``step(x, i)`` on the result."""
-        run = copy.copy(self)
+        """This method, with its options, bound to one run over ``grid``: call ``step(x, i)`` on the result.
+
+        The run is a new object built from the options alone, so nothing of an earlier run (a
+        started object passed again, a cache, a multistep history) carries over.
+        """
+        run = type(self)(**self.options)
         run.bind(sde, score, grid, generator)
         return run
 

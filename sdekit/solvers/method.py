@@ -42,19 +42,32 @@ class Configurable:
     """
 
     defaults: ClassVar[Mapping[str, Any]] = {}
+    #: Options of a base class that this class fixes (``{"order": 2}`` for DPM-Solver++(2M)): class
+    #: attributes, no longer options.
+    fixed_options: ClassVar[Mapping[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         merged: dict[str, Any] = {}
-        for base in reversed(cls.__mro__[1:]):
+        fixed: dict[str, Any] = {}
+        for base in reversed(cls.__mro__):
             merged.update(vars(base).get("defaults", {}))
-        merged.update(vars(cls).get("defaults", {}))
+            fixed.update(vars(base).get("fixed_options", {}))
+        for name, value in fixed.items():
+            merged.pop(name, None)
+            setattr(cls, name, value)
         cls.defaults = merged
+        cls.fixed_options = fixed
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *args: Any, **options: Any) -> None:
+        name, valid = type(self).__name__, ", ".join(sorted(self.defaults)) or "none"
+        if args:
+            raise TypeError(
+                f"{name} takes its options as keywords only ({valid}); "
+                f"to run it on a grid, start it: {name}(...).start(sde, score, grid, generator)"
+            )
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
-            valid = ", ".join(sorted(self.defaults)) or "none"
             raise TypeError(f"{type(self).__name__} takes no option(s) {', '.join(unknown)}; valid options: {valid}")
         values = {**self.defaults, **options}
         self.check_options(values)
@@ -73,10 +86,20 @@ class Configurable:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and isinstance(other, Configurable) and other.options == self.options
+        if type(other) is not type(self) or not isinstance(other, Configurable):
+            return False
+        mine, theirs = self.options, other.options
+        return all(_same(mine[name], theirs[name]) for name in mine)
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(sorted((k, repr(v)) for k, v in self.options.items()))))
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal option values; tensors by ``torch.equal``."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and torch.equal(a, b)
+    return a == b
 
 
 class Integrator(Configurable, abc.ABC):
@@ -105,4 +128,7 @@ class Integrator(Configurable, abc.ABC):
         progress: bool,
         callback: Callback | None,
     ) -> tuple[Tensor, SampleInfo]:
-        """The state at ``eps`` from ``x`` at T, and what the solve did (``info.nfe`` as counted here)."""
+        """The state at ``eps`` from ``x`` at T, and what the solve did (``info.nfe`` as counted here).
+
+        ``callback`` (only when ``takes_callback``) already carries the sampler's payload completion.
+        """

@@ -70,7 +70,7 @@ class ExplicitRungeKutta(GridStepper):
 
 
 #: Fixed-grid probability-flow methods: name -> a :class:`~sdekit.solvers.grid_stepper.GridStepper` class.
-ODE_METHODS: Registry[type[GridStepper]] = Registry("ODE method")
+ODE_METHODS: Registry[type[GridStepper]] = Registry("ODE method", GridStepper)
 
 
 @ODE_METHODS.register("euler")

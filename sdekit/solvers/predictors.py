@@ -1,6 +1,6 @@
 """Predictors: one step of the reverse SDE from t_i to t_{i+1} < t_i.
 
-Each predictor is a short class registered by name and built for one run over one
+Each predictor is a short class registered by name and started for one run over one
 grid (:class:`~sdekit.solvers.grid_stepper.GridStepper`); ``step(x, i)`` returns the
 state at t_{i+1}. Each step is written once for every SDE, with the SDE's coefficients from
 :mod:`sdekit.solvers.coefficients` (floats computed once for the grid on a
@@ -70,11 +70,11 @@ class AffinePredictor(Predictor):
         return weighted_sum([(a, x), (b, score)], into=(c, gaussian_like(x, self.generator)))
 
 
-PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
+PREDICTORS: Registry[type[Predictor]] = Registry("predictor", Predictor)
 
 #: Fixed-grid reverse-SDE methods that are not predictor–corrector pairs (multistep,
 #: exponential integrators): name -> a :class:`~sdekit.solvers.grid_stepper.GridStepper` class.
-SDE_STEPPERS: Registry[type[GridStepper]] = Registry("SDE method")
+SDE_STEPPERS: Registry[type[GridStepper]] = Registry("SDE method", GridStepper)
 
 
 @PREDICTORS.register("euler_maruyama")

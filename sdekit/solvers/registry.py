@@ -13,14 +13,21 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A mapping from method names to classes, with errors that list the valid names."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, base: type | None = None) -> None:
         self.kind = kind
+        #: Entries must be subclasses of ``base`` (when given): registering anything else fails at once.
+        self.base = base
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         """Class decorator: ``@PREDICTORS.register("euler_maruyama")``."""
 
         def add(entry: T) -> T:
+            if self.base is not None and not (isinstance(entry, type) and issubclass(entry, self.base)):
+                raise TypeError(
+                    f"{self.kind} {name!r}: register a {self.base.__name__} subclass (a configured method class), "
+                    f"got {entry!r}"
+                )
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._entries[name] = entry

@@ -16,7 +16,7 @@ import torch
 import torchsde
 from torch import Tensor
 
-from sdekit.checks import check_choice
+from sdekit.checks import check_choice, check_positive
 from sdekit.reverse import ScoreFn, reverse
 from sdekit.sde import SDE, time_checks
 from sdekit.solvers.info import SampleInfo
@@ -42,6 +42,10 @@ class TorchSDE(Integrator):
 
     def check_options(self, options: dict[str, Any]) -> None:
         check_choice("method", options["method"], TORCHSDE_METHODS)
+        if not isinstance(options["adaptive"], bool):
+            raise TypeError(f"adaptive must be a bool, got {options['adaptive']!r}")
+        check_positive("rtol", options["rtol"])
+        check_positive("atol", options["atol"])
 
     def integrate(
         self,

@@ -5,7 +5,7 @@ A model is a :class:`Model`: a name, a one-line description, the event shape, a 
 samples drawn against the true density) and ``build(device, dtype) -> (sde, score)``.
 
 Built-ins: ``digits`` (a small DDPM UNet on 8×8 handwritten digits, shipped as
-safetensors and loaded through :mod:`adapters.ddpm`) and ``gmm2d`` (the exact 2-D
+safetensors and loaded through :mod:`sdekit.adapters.ddpm`) and ``gmm2d`` (the exact 2-D
 mixture oracle). ``--model pkg.module:factory`` *imports and runs user code*: the
 factory is called with no arguments and must return ``(sde, score)``; give the event
 shape with ``--shape`` unless the score has an ``event_shape`` attribute.
@@ -78,7 +78,7 @@ def builtin_models() -> dict[str, Model]:
     return {
         "digits": Model(
             "digits",
-            "ε-prediction UNet (352k params) on 8×8 handwritten digits, via adapters.ddpm",
+            "ε-prediction UNet (352k params) on 8×8 handwritten digits, via sdekit.adapters.ddpm",
             (1, 8, 8),
             "image",
             _digits,

@@ -2,7 +2,7 @@
 
 The network is a DDPM (Ho et al. 2020) trained with the ε-loss on the linear 1000-step
 schedule (β ∈ [1e-4, 0.02], the discretisation of VP(0.1, 20)); :func:`load` turns it
-into ``(sde, score)`` through :func:`adapters.ddpm.from_betas`, so sampling it exercises
+into ``(sde, score)`` through :func:`sdekit.adapters.ddpm.from_betas`, so sampling it exercises
 the full path ε-network → adapter → SDE → solver. Data live in [−1, 1] (pixel/8 − 1; the
 raw digits take the 17 values 0..16).
 
@@ -91,7 +91,7 @@ class DigitsUNet(nn.Module):
     """ε(x, timestep) for 1×8×8 images: two levels (8×8 at ``width``, 4×4 at ``2·width``), two res blocks each.
 
     ``timestep`` is the 0-based DDPM index (int64 or float, shape ``(B,)``), as
-    :class:`adapters.ddpm.EpsilonScore` passes it with ``time_label="index"``.
+    :class:`sdekit.adapters.ddpm.EpsilonScore` passes it with ``time_label="index"``.
     """
 
     def __init__(self, width: int = 32, embed_dim: int = 128) -> None:
@@ -168,7 +168,7 @@ def load_classifier(path: str | Path | None = None, device: torch.device | str =
 def load(
     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, path: str | Path | None = None
 ) -> tuple[Any, Any]:
-    """``(sde, score)`` of the digits model via :func:`adapters.ddpm.from_betas` (index labels)."""
+    """``(sde, score)`` of the digits model via :func:`sdekit.adapters.ddpm.from_betas` (index labels)."""
     import sdekit
     from sdekit.adapters import ddpm
 
