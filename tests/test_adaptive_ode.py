@@ -256,3 +256,15 @@ def test_non_finite_values_raise_naming_the_time():
 def test_max_steps_raises():
     with pytest.raises(RuntimeError, match="max_steps"):
         solve_ivp_batched(flow_func, _start(1.0, batch=2), 1.0, EPS, max_steps=3)
+
+
+def test_the_backend_method_tables_are_torchdiffeqs_own() -> None:
+    """ode_backends lists torchdiffeq's methods without importing its private modules; this test may."""
+    from torchdiffeq._impl.odeint import SOLVERS
+    from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver
+
+    from sdekit.solvers.ode_backends import TORCHDIFFEQ_ADAPTIVE, TORCHDIFFEQ_FIXED
+
+    adaptive = {name for name, cls in SOLVERS.items() if issubclass(cls, AdaptiveStepsizeODESolver)}
+    assert set(TORCHDIFFEQ_ADAPTIVE) == adaptive
+    assert set(TORCHDIFFEQ_FIXED) == set(SOLVERS) - adaptive - {"scipy_solver"}

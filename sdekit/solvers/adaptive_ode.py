@@ -60,6 +60,7 @@ from sdekit.sde import SDE, time_checks
 from sdekit.solvers.grid_stepper import weighted_sum
 from sdekit.solvers.info import SampleInfo
 from sdekit.solvers.method import Callback, Integrator
+from sdekit.solvers.ode_backends import check_backend_method, solve_scipy, solve_torchdiffeq
 
 __all__ = [
     "ButcherTableau",
@@ -79,7 +80,6 @@ OdeFn = Callable[[Tensor, Tensor], Tensor]
 
 BACKENDS = ("native", "torchdiffeq", "scipy")
 ERROR_NORMS = ("sample", "batch")
-_SCIPY_METHODS = {"dopri5": "RK45", "bosh3": "RK23"}
 
 
 # --- tableaus (data) ---------------------------------------------------------------------------------------------
@@ -254,12 +254,8 @@ def _check_options(method: str, backend: str, rtol: float, atol: float, error_no
     check_choice("error_norm", error_norm, ERROR_NORMS)
     if backend == "native":
         check_choice("method", method, TABLEAUS)
-    elif backend == "scipy":
-        check_choice("method", method, [*_SCIPY_METHODS, "RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA"])
     else:
-        from torchdiffeq._impl.odeint import SOLVERS
-
-        check_choice("method", method, SOLVERS)
+        check_backend_method(backend, method)
     if error_norm == "batch" and backend != "native":
         raise ValueError(f"error_norm='batch' is a native-backend option; {backend!r} always uses a batch RMS")
 
@@ -538,83 +534,6 @@ def _horner(coefficients: Sequence[Tensor], theta: Tensor) -> Tensor:
 # --- reference backends ------------------------------------------------------------------------------------------
 
 
-def _output_times(t0: float, t1: float, t_eval: Tensor | None) -> Tensor:
-    """The times a reference backend integrates to: t0 first, then t_eval (or t1)."""
-    if t_eval is None:
-        return torch.tensor([t0, t1], dtype=torch.float64)
-    return t_eval if float(t_eval[0]) == t0 else torch.cat([torch.tensor([t0], dtype=torch.float64), t_eval])
-
-
-def _solve_torchdiffeq(
-    func: _Counted,
-    y0: Tensor,
-    t0: float,
-    t1: float,
-    method: str,
-    rtol: float,
-    atol: float,
-    t_eval: Tensor | None,
-    h_init: float | None,
-) -> Tensor:
-    import torchdiffeq
-    from torchdiffeq._impl.odeint import SOLVERS
-    from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver
-
-    times = _output_times(t0, t1, t_eval).to(y0.device)
-
-    def scalar_time_func(t: Tensor, y: Tensor) -> Tensor:
-        return func(t.to(torch.float64).expand(y.shape[0]), y)
-
-    if issubclass(SOLVERS[method], AdaptiveStepsizeODESolver):
-        # Otherwise it steps past the last time and interpolates back (VP schedules are NaN at t < 0).
-        options: dict[str, Any] = {"step_t": times}
-        if h_init is not None:
-            options["first_step"] = h_init
-    elif h_init is not None:
-        options = {"step_size": h_init}
-    else:
-        raise ValueError(f"torchdiffeq's fixed-grid method {method!r} needs h_init= (its step size)")
-    path = torchdiffeq.odeint(scalar_time_func, y0, times, rtol=rtol, atol=atol, method=method, options=options)
-    return path[-1] if t_eval is None else path[-t_eval.numel() :]
-
-
-def _solve_scipy(
-    func: _Counted,
-    y0: Tensor,
-    t0: float,
-    t1: float,
-    method: str,
-    rtol: float,
-    atol: float,
-    t_eval: Tensor | None,
-    h_init: float | None,
-) -> Tensor:
-    from scipy.integrate import solve_ivp
-
-    shape, batch = y0.shape, y0.shape[0]
-
-    def flat_func(t: float, y: Any) -> Any:
-        state = torch.from_numpy(y).reshape(shape).to(y0.device, y0.dtype)
-        times = torch.full((batch,), t, dtype=torch.float64, device=y0.device)
-        return func(times, state).to("cpu", torch.float64).flatten().numpy()
-
-    result = solve_ivp(
-        flat_func,
-        (t0, t1),
-        y0.detach().to("cpu", torch.float64).flatten().numpy(),
-        method=_SCIPY_METHODS.get(method, method),
-        rtol=rtol,
-        atol=atol,
-        t_eval=None if t_eval is None else t_eval.numpy(),
-        first_step=h_init,
-    )
-    if not result.success:
-        raise FloatingPointError(f"scipy.integrate.solve_ivp failed near t = {result.t[-1]:.6g}: {result.message}")
-    func.stats.steps = int(result.t.size - 1) if t_eval is None else 0
-    path = torch.from_numpy(result.y.T.copy()).to(y0.device, y0.dtype)
-    return path[-1].reshape(shape) if t_eval is None else path.reshape(-1, *shape)
-
-
 # --- the public function ----------------------------------------------------------------------------------------
 
 
@@ -680,9 +599,10 @@ def solve_ivp_batched(
     t0, t1 = float(t0), float(t1)
     with time_checks(False):
         if backend == "torchdiffeq":
-            return _solve_torchdiffeq(counted, y0, t0, t1, method, rtol, atol, times, h_init), stats
+            return solve_torchdiffeq(counted, y0, t0, t1, method, rtol, atol, times, h_init), stats
         if backend == "scipy":
-            return _solve_scipy(counted, y0, t0, t1, method, rtol, atol, times, h_init), stats
+            y, stats.steps = solve_scipy(counted, y0, t0, t1, method, rtol, atol, times, h_init)
+            return y, stats
         solver = _NativeSolver(
             counted, TABLEAUS[method], t0, t1, rtol, atol, error_norm, controller or PIController(), times
         )
