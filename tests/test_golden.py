@@ -17,6 +17,7 @@ Re-record only for an intended change of behaviour, and say so in the commit.
 History: the one-code-path steppers (``solvers/coefficients.py``) left every case on a LinearSDE
 bit for bit; Euler–Maruyama and reverse diffusion on the generic VP (8 cases) moved by at most
 9e-15 relative, because the general step now expands x − h(f − g² s) as x − h f + h g² s.
+The heun_euler pair's cases were added when it was (``--record-missing``).
 """
 
 from __future__ import annotations
@@ -154,6 +155,12 @@ def _main(argv: list[str]) -> None:
         GOLDEN.parent.mkdir(exist_ok=True)
         torch.save({key(case): compute(case) for case in cases()}, GOLDEN)
         print(f"recorded {len(cases())} cases into {GOLDEN}")
+    elif argv == ["--record-missing"]:  # a new sampler: record its cases only, never re-record the others
+        golden = torch.load(GOLDEN, weights_only=True)
+        missing = [case for case in cases() if key(case) not in golden]
+        golden.update({key(case): compute(case) for case in missing})
+        torch.save(golden, GOLDEN)
+        print(f"recorded {len(missing)} new cases: {[key(case) for case in missing]}")
     elif argv == ["--check"]:
         golden = torch.load(GOLDEN, weights_only=True)
         identical, close, changed = 0, 0, []
@@ -171,7 +178,7 @@ def _main(argv: list[str]) -> None:
                 changed.append(key(case))
         print(f"{identical} bit for bit, {close} within {RTOL:g} relative, {len(changed)} changed: {changed}")
     else:
-        raise SystemExit("usage: python tests/test_golden.py --record | --check")
+        raise SystemExit("usage: python tests/test_golden.py --record | --record-missing | --check")
 
 
 if __name__ == "__main__":

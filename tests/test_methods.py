@@ -280,3 +280,29 @@ def test_one_step_formula_serves_a_state_dependent_diffusion() -> None:
     k1 = flow.drift(x0, t)
     k2 = flow.drift(x0 - h * k1, t_next)
     torch.testing.assert_close(one_step("heun"), x0 - h * (k1 + k2) / 2, rtol=1e-13, atol=1e-13)
+
+
+def test_one_tableau_type_runs_on_a_grid_and_adaptively() -> None:
+    """dopri5 on a fixed grid (6 calls a step: its FSAL stage is skipped) converges at fifth order;
+    Heun with Euler embedded runs adaptively; RungeKutta(tableau="heun") is the registered Heun."""
+    from sdekit.solvers import RungeKutta
+
+    sde = VPSDE()
+    score = gaussian_score(sde)
+    x_T = torch.randn(16, 3, generator=gen(5), dtype=F64)
+    exact = ode_sample(sde, score, x_T=x_T, method="dopri5", rtol=1e-12, atol=1e-12, dtype=F64, denoise=False)
+
+    def error(steps: int) -> float:
+        x, info = ode_sample(sde, score, x_T=x_T, method=RungeKutta(tableau="dopri5"), steps=steps, grid="log_snr",
+                             dtype=F64, denoise=False, return_info=True)  # fmt: skip
+        assert info.nfe == 6 * steps
+        return float((x - exact).abs().max())
+
+    assert error(8) / error(16) > 2**4.5  # fifth order (2^5 = 32 asymptotically)
+    heun = ode_sample(sde, score, x_T=x_T, method="heun", steps=12, dtype=F64)
+    assert torch.equal(heun, ode_sample(sde, score, x_T=x_T, method=RungeKutta(tableau="heun"), steps=12, dtype=F64))
+    adaptive, info = ode_sample(sde, score, x_T=x_T, method="heun_euler", rtol=1e-6, atol=1e-6, dtype=F64,
+                                denoise=False, return_info=True)  # fmt: skip
+    assert float((adaptive - exact).abs().max()) < 1e-4 and info.rejected >= 0 and info.steps > 0
+    with pytest.raises(ValueError, match="tableau"):
+        RungeKutta(tableau="nope")

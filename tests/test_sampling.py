@@ -189,7 +189,7 @@ def test_unknown_method_lists_valid_ones():
     with pytest.raises(ValueError, match="method 'dopri9'; valid: adaptive, ancestral, dpmpp_2m_sde, euler_maruyama"):
         sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), method="dopri9")
     with pytest.raises(
-        ValueError, match="ODE method 'rk45'; valid: bosh3, dopri5, dpmpp_2m, dpmpp_3m, euler, heun, rk4"
+        ValueError, match="ODE method 'rk45'; valid: bosh3, dopri5, dpmpp_2m, dpmpp_3m, euler, heun, heun_euler, rk4"
     ):
         ode_sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), method="rk45")
 

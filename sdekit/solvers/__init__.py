@@ -23,7 +23,7 @@ from sdekit.solvers.exponential import DPMSolverPP, DPMSolverPP2M, DPMSolverPP3M
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
 from sdekit.solvers.info import SampleInfo
 from sdekit.solvers.method import Callback, Configurable, Integrator
-from sdekit.solvers.ode import ODE_METHODS, RK4, Euler, ExplicitRungeKutta, Heun
+from sdekit.solvers.ode import ODE_METHODS, RK4, Euler, ExplicitRungeKutta, Heun, RungeKutta
 from sdekit.solvers.predictor_corrector import PredictorCorrector
 from sdekit.solvers.predictors import (
     PREDICTORS,
@@ -37,6 +37,7 @@ from sdekit.solvers.predictors import (
 )
 from sdekit.solvers.registry import Registry
 from sdekit.solvers.score_calls import CountedScore, gaussian_like
+from sdekit.solvers.tableaus import ButcherTableau
 from sdekit.solvers.torchsde_solver import TorchSDE
 
 __all__ = [
@@ -69,6 +70,8 @@ __all__ = [
     "Euler",
     "Heun",
     "RK4",
+    "RungeKutta",
+    "ButcherTableau",
     "Registry",
     "GridStepper",
     "weighted_sum",

@@ -61,12 +61,14 @@ from sdekit.solvers.grid_stepper import weighted_sum
 from sdekit.solvers.info import SampleInfo
 from sdekit.solvers.method import Callback, Integrator
 from sdekit.solvers.ode_backends import check_backend_method, solve_scipy, solve_torchdiffeq
+from sdekit.solvers.tableaus import BOSH3, DOPRI5, HEUN_EULER, ButcherTableau, fsal_hermite_dense
 
 __all__ = [
     "ButcherTableau",
     "fsal_hermite_dense",
     "DOPRI5",
     "BOSH3",
+    "HEUN_EULER",
     "TABLEAUS",
     "PIController",
     "AdaptiveODE",
@@ -82,109 +84,11 @@ BACKENDS = ("native", "torchdiffeq", "scipy")
 ERROR_NORMS = ("sample", "batch")
 
 
-# --- tableaus (data) ---------------------------------------------------------------------------------------------
+# --- tableaus ---------------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class ButcherTableau:
-    """An explicit embedded pair with first-same-as-last (FSAL) last stage and a dense output.
-
-    ``a[i]`` are the coefficients of stage i on the earlier stages (``a[-1] == b``: FSAL),
-    ``b`` the solution weights, ``b_err = b − b̂`` the error-estimate weights, ``c`` the
-    nodes. ``dense[i][p]`` is the coefficient of θ^(p+1) in the continuous weight b_i(θ),
-    so y(t + θh) = y + h Σ_i b_i(θ) k_i. ``error_order`` is the order of the embedded
-    (lower-order) solution; the controller exponent uses k = error_order + 1.
-    """
-
-    name: str
-    a: tuple[tuple[float, ...], ...]
-    b: tuple[float, ...]
-    b_err: tuple[float, ...]
-    c: tuple[float, ...]
-    order: int
-    error_order: int
-    dense: tuple[tuple[float, ...], ...]
-
-    @property
-    def stages(self) -> int:
-        return len(self.b)
-
-
-def fsal_hermite_dense(b: Sequence[float], correction: Sequence[float] | None = None) -> tuple[tuple[float, ...], ...]:
-    """Continuous weights of the cubic Hermite interpolant on (y, f(y), y_new, f(y_new)), plus θ²(1−θ)² Σ d_i k_i.
-
-    With FSAL, f(y) = k_1 and f(y_new) = k_s. The Hermite part alone is 3rd order
-    (bosh3's dense output); Shampine's correction ``d`` makes it 4th order for dopri5.
-    """
-    s = len(b)
-    d = correction or [0.0] * s
-    rows = []
-    for i in range(s):
-        first, last = float(i == 0), float(i == s - 1)
-        rows.append(
-            (first, 3 * b[i] - 2 * first - last + d[i], -2 * b[i] + first + last - 2 * d[i], d[i])
-            if correction
-            else (first, 3 * b[i] - 2 * first - last, -2 * b[i] + first + last)
-        )
-    return tuple(rows)
-
-
-def _tableau(
-    name: str,
-    a: Sequence[Sequence[float]],
-    b_hat: Sequence[float],
-    c: Sequence[float],
-    order: int,
-    dense_correction: Sequence[float] | None = None,
-) -> ButcherTableau:
-    b = (*a[-1], 0.0)
-    return ButcherTableau(
-        name=name,
-        a=((), *(tuple(row) for row in a)),
-        b=b,
-        b_err=tuple(bi - bh for bi, bh in zip(b, b_hat, strict=True)),
-        c=tuple(c),
-        order=order,
-        error_order=order - 1,
-        dense=fsal_hermite_dense(b, dense_correction),
-    )
-
-
-#: Dormand & Prince (1980) 5(4); dense output of Hairer, Nørsett & Wanner I §II.6 (Shampine 1986).
-DOPRI5 = _tableau(
-    "dopri5",
-    a=(
-        (1 / 5,),
-        (3 / 40, 9 / 40),
-        (44 / 45, -56 / 15, 32 / 9),
-        (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-        (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-        (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
-    ),
-    b_hat=(5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40),
-    c=(0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0),
-    order=5,
-    dense_correction=(
-        -12715105075 / 11282082432,
-        0.0,
-        87487479700 / 32700410799,
-        -10690763975 / 1880347072,
-        701980252875 / 199316789632,
-        -1453857185 / 822651844,
-        69997945 / 29380423,
-    ),
-)
-
-#: Bogacki & Shampine (1989) 3(2); cubic Hermite dense output.
-BOSH3 = _tableau(
-    "bosh3",
-    a=((1 / 2,), (0.0, 3 / 4), (2 / 9, 1 / 3, 4 / 9)),
-    b_hat=(7 / 24, 1 / 4, 1 / 3, 1 / 8),
-    c=(0.0, 1 / 2, 3 / 4, 1.0),
-    order=3,
-)
-
-TABLEAUS: dict[str, ButcherTableau] = {DOPRI5.name: DOPRI5, BOSH3.name: BOSH3}
+#: The embedded pairs the native solver runs (an embedded, FSAL tableau with a dense output each), by name.
+#: Add one to run it by name: ``TABLEAUS[pair.name] = pair`` (docs/design.md has an example).
+TABLEAUS: dict[str, ButcherTableau] = {pair.name: pair for pair in (DOPRI5, BOSH3, HEUN_EULER)}
 
 
 # --- controller and statistics -----------------------------------------------------------------------------------
@@ -320,6 +224,12 @@ class _NativeSolver:
         self.func, self.tab, self.t0, self.t1 = func, tableau, t0, t1
         self.direction = 1.0 if t1 > t0 else -1.0
         self.rtol, self.atol, self.error_norm, self.controller = rtol, atol, error_norm, controller
+        if tableau.b_err is None or tableau.error_order is None or tableau.dense is None or not tableau.fsal:
+            raise ValueError(
+                f"the adaptive solver needs an embedded first-same-as-last pair with a dense output; "
+                f"{tableau.name!r} is not one"
+            )
+        self.b_err, self.dense = tableau.b_err, tableau.dense
         self.k = tableau.error_order + 1
         self.t_eval = t_eval
         # Time and size of the first step that produced a non-finite value, on the device (NaN: none yet).
@@ -357,7 +267,7 @@ class _NativeSolver:
         """Attempt one step for every active sample; accept or reject each on its own error."""
         h = batch_view(s.h, s.y)
         ks, y_new = self.stages(s, h)
-        error = self.error_norm_of(h * _combine(self.tab.b_err, ks), s.y, y_new)
+        error = self.error_norm_of(h * _combine(self.b_err, ks), s.y, y_new)
         self.watch(error, s)
         accept = error <= 1.0
         finished_step = s.h == self.t1 - s.t
@@ -410,7 +320,7 @@ class _NativeSolver:
         passed_to = torch.where(accept, passed_to, s.next_out)
         count = int((passed_to - s.next_out).max())  # the one extra synchronisation with t_eval
         if count > 0:
-            coefficients = [_combine(row, ks) for row in zip(*self.tab.dense, strict=True)]
+            coefficients = [_combine(row, ks) for row in zip(*self.dense, strict=True)]
             last = self.t_eval_device.numel() - 1
             for slot in range(count):
                 j = s.next_out + slot
