@@ -177,7 +177,7 @@ def test_adaptive_ode_sample_rejects_fixed_grid_arguments_and_bad_options():
     with pytest.raises(TypeError, match="grid is not an option of method 'dopri5'"):
         ode_sample(sde, exact_score(sde), (4, 2), method="dopri5", grid="uniform")
     with pytest.raises(TypeError, match="callback is not an option of method 'dopri5'"):
-        ode_sample(sde, exact_score(sde), (4, 2), method="dopri5", callback=print)
+        ode_sample(sde, exact_score(sde), (4, 2), method="dopri5", backend="torchdiffeq", callback=print)
     with pytest.raises(ValueError, match="rtol"):
         ode_sample(sde, exact_score(sde), (4, 2), method="dopri5", rtol=-1.0)
     with pytest.raises(TypeError, match="method 'heun' takes no option"):

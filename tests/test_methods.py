@@ -221,6 +221,16 @@ def test_adaptive_callback_payload_has_the_denoised_estimate_of_the_active_sampl
     assert [p["i"] for p in payloads] == list(range(len(payloads)))
 
 
+def test_adaptive_ode_callback_payload() -> None:
+    payloads: list[dict[str, Any]] = []
+    _, info = run(ode_sample, method="dopri5", callback=payloads.append)
+    assert len(payloads) == info.iterations and [p["i"] for p in payloads] == list(range(info.iterations))
+    assert all({"x", "i", "t", "h", "index", "accepted", "denoised", "denoised_t"} <= set(p) for p in payloads)
+    last = payloads[-1]
+    assert last["denoised"].shape == last["x"].shape and last["accepted"].dtype == torch.bool
+    assert int(sum(int(p["accepted"].sum()) for p in payloads)) >= info.steps  # finished rows ride along
+
+
 def test_the_denoising_refusal_comes_before_the_run() -> None:
     from conftest import GenericVP
 

@@ -222,6 +222,8 @@ class _NativeSolver:
         t_eval: Tensor | None,
     ) -> None:
         self.func, self.tab, self.t0, self.t1 = func, tableau, t0, t1
+        self.callback: Callback | None = None
+        self.accepted: Tensor | None = None
         self.direction = 1.0 if t1 > t0 else -1.0
         self.rtol, self.atol, self.error_norm, self.controller = rtol, atol, error_norm, controller
         if tableau.b_err is None or tableau.error_order is None or tableau.dense is None or not tableau.fsal:
@@ -270,6 +272,7 @@ class _NativeSolver:
         error = self.error_norm_of(h * _combine(self.b_err, ks), s.y, y_new)
         self.watch(error, s)
         accept = error <= 1.0
+        self.accepted = accept
         finished_step = s.h == self.t1 - s.t
         t_new = torch.where(finished_step, self.t1, s.t + s.h)
         if self.t_eval is not None:
@@ -362,8 +365,11 @@ class _NativeSolver:
             self.write_start(state)
         iterations, until_check = 0, 1
         while True:
-            for _ in range(until_check):
+            for k in range(until_check):
                 state = self.step(state)
+                if self.callback is not None:
+                    self.callback({"x": state.y, "t": state.t, "h": state.h, "index": state.index,
+                                   "accepted": self.accepted, "i": iterations + k})  # fmt: skip
             iterations += until_check
             state, until_check = self.check(state, sync_every)
             if state.y.shape[0] == 0:
@@ -463,6 +469,7 @@ def solve_ivp_batched(
     error_norm: str = "sample",
     controller: PIController | None = None,
     sync_every: int | None = None,
+    callback: Callback | None = None,
 ) -> tuple[Tensor, SampleInfo]:
     """Integrate dy/dt = func(t, y) for a batch from t0 to t1 with an adaptive embedded Runge–Kutta pair.
 
@@ -487,6 +494,9 @@ def solve_ivp_batched(
         sync_every: iterations between host synchronisations (check points) at most; default 1 on
             CPU (reading a value back costs nothing there, and finished samples leave at once), 4 on
             accelerators. Results do not depend on it.
+        callback: called after every iteration (native backend only) with the active samples'
+            ``x`` (samples finished since the last check point ride along at t1), ``t``, next step
+            ``h``, batch positions ``index``, ``accepted`` mask and the iteration ``i``.
 
     Returns:
         ``(y, info)``: y at t1 (shape of y0) or at every t_eval time, and a
@@ -513,9 +523,12 @@ def solve_ivp_batched(
         if backend == "scipy":
             y, stats.steps = solve_scipy(counted, y0, t0, t1, method, rtol, atol, times, h_init)
             return y, stats
+        if callback is not None and backend != "native":
+            raise TypeError(f"callback is an option of the native backend only, not of {backend!r}")
         solver = _NativeSolver(
             counted, TABLEAUS[method], t0, t1, rtol, atol, error_norm, controller or PIController(), times
         )
+        solver.callback = callback
         result = solver.run(y0, h_init, max_steps, sync_every)
     stats.sample_steps, stats.sample_rejected = solver.sample_steps, solver.sample_rejected
     stats.steps, stats.rejected = int(solver.sample_steps.sum()), int(solver.sample_rejected.sum())
@@ -531,7 +544,11 @@ class AdaptiveODE(Integrator):
     """
 
     kind = "ode"
-    takes_callback = False
+
+    @property
+    def takes_callback(self) -> bool:
+        return self.backend == "native"  # torchdiffeq and scipy run their steps out of reach
+
     defaults: ClassVar[dict[str, Any]] = {
         "method": "dopri5",
         "rtol": 1e-5,
@@ -546,6 +563,7 @@ class AdaptiveODE(Integrator):
     }
     method: str
     t_eval: Tensor | None
+    backend: str
 
     def check_options(self, options: dict[str, Any]) -> None:
         _check_options(options["method"], options["backend"], options["rtol"], options["atol"], options["error_norm"])
@@ -580,7 +598,8 @@ class AdaptiveODE(Integrator):
         callback: Callback | None,
     ) -> tuple[Tensor, SampleInfo]:
         with torch.no_grad(), tqdm(disable=not progress, desc="sampling", unit="NFE") as bar:
-            return solve_ivp_batched(_FlowVelocity(sde, score, bar), x, sde.T, eps, **self.options)
+            velocity = _FlowVelocity(sde, score, bar)
+            return solve_ivp_batched(velocity, x, sde.T, eps, callback=callback, **self.options)
 
 
 class _FlowVelocity:

@@ -110,8 +110,12 @@ class Integrator(Configurable, abc.ABC):
     """
 
     kind: ClassVar[str]
-    #: Whether the sampler's ``callback`` reaches the method (torchsde runs its steps out of reach).
-    takes_callback: ClassVar[bool] = True
+
+    @property
+    def takes_callback(self) -> bool:
+        """Whether the sampler's ``callback`` reaches the method's steps (not where a backend runs them)."""
+        return True
+
     #: Whether the sampler's ``steps`` mean something to the method (torchsde's dt) or not (adaptive).
     uses_steps: ClassVar[bool] = False
 

@@ -32,7 +32,11 @@ class TorchSDE(Integrator):
     """``torchsde.sdeint`` on the reverse SDE; options ``method``, ``adaptive``, ``rtol``, ``atol`` (torchsde's)."""
 
     kind = "sde"
-    takes_callback = False
+
+    @property
+    def takes_callback(self) -> bool:
+        return False  # torchsde.sdeint runs the steps
+
     uses_steps = True
     defaults: ClassVar[dict[str, Any]] = {"method": "euler", "adaptive": False, "rtol": 1e-5, "atol": 1e-4}
     method: str
