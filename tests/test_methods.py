@@ -316,3 +316,29 @@ def test_one_tableau_type_runs_on_a_grid_and_adaptively() -> None:
     assert float((adaptive - exact).abs().max()) < 1e-4 and info.rejected >= 0 and info.steps > 0
     with pytest.raises(ValueError, match="tableau"):
         RungeKutta(tableau="nope")
+
+
+def test_one_controller_interface_for_both_adaptive_solvers() -> None:
+    """A controller is anything with propose(h, error, previous, accepted, k): the built-ins through it
+    reproduce the solvers exactly, and a wrong object is refused at construction."""
+    from sdekit.solvers import GottaGoFast, PIController
+
+    class Delegating:
+        def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+            self.inner, self.calls = inner, 0
+
+        def propose(self, h, error, previous, accepted, k):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            return self.inner.propose(h, error, previous, accepted, k)
+
+    wrapped = Delegating(PIController())
+    by_default, _ = run(ode_sample, method="bosh3")
+    through, _ = run(ode_sample, method=AdaptiveODE(method="bosh3", controller=wrapped))
+    assert torch.equal(by_default, through) and wrapped.calls > 0
+    slower, _ = run(ode_sample, method=AdaptiveODE(method="bosh3", controller=PIController(max_factor=1.5)))
+    assert not torch.equal(by_default, slower)
+    gg = GottaGoFast()
+    h, error = torch.tensor([0.1, 0.2], dtype=F64), torch.tensor([0.5, 2.0], dtype=F64)
+    torch.testing.assert_close(gg.propose(h, error, error, error <= 1, 2), 0.9 * h * error**-0.9, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="step-size controller"):
+        AdaptiveODE(controller=object())

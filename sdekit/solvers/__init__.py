@@ -11,6 +11,7 @@ in :mod:`sdekit.sampling` by that name.
 from sdekit.solvers.adaptive_ode import AdaptiveODE, solve_ivp_batched
 from sdekit.solvers.adaptive_sde import AdaptiveSDE, adaptive_sde_sample
 from sdekit.solvers.catalog import Method, ode_method, ode_methods, sde_method, sde_methods
+from sdekit.solvers.controllers import GottaGoFast, PIController, StepSizeController
 from sdekit.solvers.correctors import (
     CORRECTORS,
     AnnealedLangevin,
@@ -81,6 +82,9 @@ __all__ = [
     "SDEDPMSolverPP2M",
     "AdaptiveSDE",
     "AdaptiveODE",
+    "StepSizeController",
+    "PIController",
+    "GottaGoFast",
     "TorchSDE",
     "solve_ivp_batched",
     "adaptive_sde_sample",

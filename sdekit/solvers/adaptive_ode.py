@@ -57,6 +57,7 @@ from sdekit.checks import batch_mask, batch_view, check_choice, check_positive, 
 from sdekit.per_sample import select_rows
 from sdekit.reverse import ScoreFn, probability_flow
 from sdekit.sde import SDE, time_checks
+from sdekit.solvers.controllers import PIController, StepSizeController
 from sdekit.solvers.grid_stepper import weighted_sum
 from sdekit.solvers.info import SampleInfo
 from sdekit.solvers.method import Callback, Integrator
@@ -92,29 +93,6 @@ TABLEAUS: dict[str, ButcherTableau] = {pair.name: pair for pair in (DOPRI5, BOSH
 
 
 # --- controller and statistics -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PIController:
-    """h_new = h · safety · E^(−β₁/k) · E_prev^(β₂/k), clamped to [min_factor, max_factor].
-
-    After a rejection the factor is the plain I-controller safety · E^(−1/k), at most 1.
-    ``beta2 = 0`` gives the classical I-controller. The defaults (β₁, β₂) = (0.7, 0.4)
-    are Gustafsson's PI controller, smooth on the mildly stiff end of diffusion flows.
-    """
-
-    safety: float = 0.8
-    beta1: float = 0.7
-    beta2: float = 0.4
-    min_factor: float = 0.2
-    max_factor: float = 10.0
-
-    def accepted(self, error: Tensor, previous: Tensor, k: int) -> Tensor:
-        factor = self.safety * error.pow(-self.beta1 / k) * previous.pow(self.beta2 / k)
-        return factor.clamp(self.min_factor, self.max_factor)
-
-    def rejected(self, error: Tensor, k: int) -> Tensor:
-        return (self.safety * error.pow(-1.0 / k)).clamp(self.min_factor, 1.0)
 
 
 class _Counted:
@@ -218,7 +196,7 @@ class _NativeSolver:
         rtol: float,
         atol: float,
         error_norm: str,
-        controller: PIController,
+        controller: StepSizeController,
         t_eval: Tensor | None,
     ) -> None:
         self.func, self.tab, self.t0, self.t1 = func, tableau, t0, t1
@@ -278,17 +256,13 @@ class _NativeSolver:
         if self.t_eval is not None:
             self.write_outputs(s, ks, accept, t_new, y_new)
         safe_error = torch.nan_to_num(error, nan=1e10).clamp_min(1e-10)
-        factor = torch.where(
-            accept,
-            self.controller.accepted(safe_error, s.error_prev, self.k),
-            self.controller.rejected(safe_error, self.k),
-        )
+        h_new = self.controller.propose(s.h, safe_error, s.error_prev, accept, self.k)
         t = torch.where(accept, t_new, s.t)
         mask = batch_mask(accept, s.y)
         return _Active(
             y=torch.where(mask, y_new, s.y),
             t=t,
-            h=self.clip(s.h * factor, t),
+            h=self.clip(h_new, t),
             f=torch.where(mask, ks[-1], s.f),
             error_prev=torch.where(accept, safe_error, s.error_prev),
             next_out=s.next_out,  # advanced in write_outputs
@@ -467,7 +441,7 @@ def solve_ivp_batched(
     h_init: float | None = None,
     max_steps: int = 10_000,
     error_norm: str = "sample",
-    controller: PIController | None = None,
+    controller: StepSizeController | None = None,
     sync_every: int | None = None,
     callback: Callback | None = None,
 ) -> tuple[Tensor, SampleInfo]:
@@ -490,7 +464,7 @@ def solve_ivp_batched(
         max_steps: iteration limit; ``RuntimeError`` beyond it.
         error_norm: ``"sample"`` (each sample controls its own steps) or ``"batch"`` (one RMS over
             the whole batch, steps shared — the behaviour of torchdiffeq and scipy; native only).
-        controller: step-size controller gains (default :class:`PIController`).
+        controller: the step-size controller (:mod:`sdekit.solvers.controllers`; default :class:`PIController`).
         sync_every: iterations between host synchronisations (check points) at most; default 1 on
             CPU (reading a value back costs nothing there, and finished samples leave at once), 4 on
             accelerators. Results do not depend on it.
@@ -576,8 +550,9 @@ class AdaptiveODE(Integrator):
             raise TypeError(
                 f"t_eval must be a 1-D torch.Tensor of times or None, got {type(options['t_eval']).__name__}"
             )
-        if options["controller"] is not None and not isinstance(options["controller"], PIController):
-            raise TypeError(f"controller must be a PIController or None, got {type(options['controller']).__name__}")
+        if options["controller"] is not None and not callable(getattr(options["controller"], "propose", None)):
+            kind = type(options["controller"]).__name__
+            raise TypeError(f"controller must be a step-size controller (with propose) or None, got {kind}")
         if options["backend"] != "native":
             given = [name for name in ("controller", "sync_every") if options[name] is not None]
             if given:

@@ -67,6 +67,7 @@ from sdekit.per_sample import select_rows
 from sdekit.reverse import ReverseSDE, ScoreFn, reverse
 from sdekit.sde import SDE, time_checks
 from sdekit.solvers.brownian import BrownianTree
+from sdekit.solvers.controllers import GottaGoFast, StepSizeController
 from sdekit.solvers.info import SampleInfo
 from sdekit.solvers.method import Callback, Integrator
 from sdekit.solvers.score_calls import gaussian_like
@@ -79,7 +80,6 @@ __all__ = ["AdaptiveSDE", "ERROR_NORMS", "adaptive_sde_sample"]
 H_MIN_FRACTION = 1e-10
 #: Iterations after which the solver gives up (RuntimeError); default tolerances need ~100.
 MAX_ITERATIONS = 100_000
-_TINY = torch.finfo(torch.float64).tiny
 
 
 def _max(ratio: Tensor) -> Tensor:
@@ -136,16 +136,15 @@ class _Controller:
     eps: float
     rtol: float
     atol: float
-    safety: float
-    exponent: float
+    steps: StepSizeController
     norm: str
     error_use_prev: bool
     extrapolate: bool
     h_min: float
 
-    def next_step(self, t: Tensor, h: Tensor, error: Tensor) -> Tensor:
-        """h ← min(t − eps, safety · h · E^(−exponent)) (E = 0 lets the step reach eps)."""
-        return torch.minimum(t - self.eps, self.safety * h * error.clamp_min(_TINY).pow(-self.exponent))
+    def next_step(self, t: Tensor, h: Tensor, error: Tensor, accepted: Tensor) -> Tensor:
+        """h ← min(t − eps, the controller's proposal): GottaGoFast's safety · h · E^(−exponent) by default."""
+        return torch.minimum(t - self.eps, self.steps.propose(h, error, error, accepted, 2))
 
 
 def _iterate(
@@ -164,7 +163,7 @@ def _iterate(
     state.x_em_prev = torch.where(keep, x_em, state.x_em_prev)
     reaches_end = h >= state.t - control.eps
     state.t = torch.where(accepted, torch.where(reaches_end, control.eps, state.t - h), state.t)
-    state.h = control.next_step(state.t, h, error)
+    state.h = control.next_step(state.t, h, error, accepted)
     state.steps += accepted
     state.rejected += ~accepted
     return accepted, error
@@ -311,8 +310,9 @@ def _controller(
     eps = check_open_interval("eps", eps, 0.0, sde.T)
     check_open_interval("h_init", h_init, 0.0, sde.T)
     options = _checked_options(rtol, atol, h_init, safety, exponent, norm, error_use_prev, extrapolate)
+    steps = GottaGoFast(safety=options.pop("safety"), exponent=options.pop("exponent"))
     del options["h_init"]
-    return _Controller(eps=eps, **options, h_min=H_MIN_FRACTION * (sde.T - eps))
+    return _Controller(eps=eps, **options, steps=steps, h_min=H_MIN_FRACTION * (sde.T - eps))
 
 
 def _checked_options(
