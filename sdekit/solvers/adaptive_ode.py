@@ -57,6 +57,7 @@ from sdekit.checks import batch_mask, batch_view, check_choice, check_positive, 
 from sdekit.per_sample import select_rows
 from sdekit.reverse import ScoreFn, probability_flow
 from sdekit.sde import SDE, time_checks
+from sdekit.solvers.active_set import ActiveSet, next_check
 from sdekit.solvers.controllers import PIController, StepSizeController
 from sdekit.solvers.grid_stepper import weighted_sum
 from sdekit.solvers.info import SampleInfo
@@ -167,7 +168,7 @@ def _check_t_eval(t_eval: object, t0: float, t1: float) -> Tensor:
 
 
 @dataclass
-class _Active:
+class _Active(ActiveSet):
     """Per-sample state of the samples still integrating (rows align; ``index`` = row in the batch)."""
 
     y: Tensor  # (n, *event)
@@ -178,10 +179,6 @@ class _Active:
     next_out: Tensor  # (n,) long: first t_eval index not yet written
     steps: Tensor  # (n,) long
     rejected: Tensor  # (n,) long
-    index: Tensor  # (n,) long
-
-    def select(self, rows: Tensor) -> _Active:
-        return _Active(*(getattr(self, name).index_select(0, rows) for name in self.__dataclass_fields__))
 
 
 class _NativeSolver:
@@ -379,19 +376,11 @@ class _NativeSolver:
                 "NaN/Inf or the state diverged; check func (the score network) and the time range"
             )
         if n_running < state.y.shape[0]:
-            self.store(state, (~running).nonzero().squeeze(1))
-            state = state.select(running.nonzero().squeeze(1))
+            results = {"y": self.final, "steps": self.sample_steps, "rejected": self.sample_rejected}
+            state.retire(~running, results)
             if state.index.numel():
                 self.func.select(state.index, self.final.shape[0])  # per-sample state follows the active set
-        until_check = int(min(max(to_go_value / 2, 1), sync_every)) if math.isfinite(to_go_value) else 1
-        return state, until_check
-
-    def store(self, state: _Active, rows: Tensor) -> None:
-        """Write the results of the finished ``rows`` of the active set into the batch's outputs."""
-        index = state.index.index_select(0, rows)
-        self.final.index_copy_(0, index, state.y.index_select(0, rows))
-        self.sample_steps.index_copy_(0, index, state.steps.index_select(0, rows))
-        self.sample_rejected.index_copy_(0, index, state.rejected.index_select(0, rows))
+        return state, next_check(to_go_value, sync_every)
 
     def initial_step(self, y0: Tensor, f0: Tensor, t0: float) -> Tensor:
         """Per-sample starting step (Hairer, Nørsett & Wanner I §II.4): one extra call of func."""

@@ -66,6 +66,7 @@ from sdekit.checks import batch_mask, batch_view, check_choice, check_open_inter
 from sdekit.per_sample import select_rows
 from sdekit.reverse import ReverseSDE, ScoreFn, reverse
 from sdekit.sde import SDE, time_checks
+from sdekit.solvers.active_set import ActiveSet
 from sdekit.solvers.brownian import BrownianTree
 from sdekit.solvers.controllers import GottaGoFast, StepSizeController
 from sdekit.solvers.info import SampleInfo
@@ -111,24 +112,17 @@ def _error_ratio(x_em: Tensor, x_heun: Tensor, x_em_prev: Tensor | None, rtol: f
 
 
 @dataclass
-class _Active:
+class _Active(ActiveSet):
     """The unfinished samples: state, last accepted x_EM (x_T at first), time and next step (float64, ``(B,)``),
-    positions in the batch, their Brownian paths, and their accepted and rejected step counts."""
+    their Brownian paths, and their accepted and rejected step counts (``index``: positions in the batch)."""
 
     x: Tensor
     x_em_prev: Tensor
     t: Tensor
     h: Tensor
-    index: Tensor
     noise: BrownianTree
     steps: Tensor
     rejected: Tensor
-
-    def select(self, keep: Tensor) -> None:
-        self.x, self.x_em_prev = self.x[keep], self.x_em_prev[keep]
-        self.t, self.h, self.index = self.t[keep], self.h[keep], self.index[keep]
-        self.steps, self.rejected = self.steps[keep], self.rejected[keep]
-        self.noise.select(keep)
 
 
 @dataclass(frozen=True)
@@ -280,7 +274,16 @@ def _start(x: Tensor, T: float, h: float) -> _Active:
     times = torch.full((x.shape[0],), T, dtype=torch.float64, device=x.device)
     index = torch.arange(x.shape[0], device=x.device)
     counts = torch.zeros_like(index)
-    return _Active(x, x, times, torch.full_like(times, h), index, BrownianTree(x), counts, counts.clone())
+    return _Active(
+        index=index,
+        x=x,
+        x_em_prev=x,
+        t=times,
+        h=torch.full_like(times, h),
+        noise=BrownianTree(x),
+        steps=counts,
+        rejected=counts.clone(),
+    )
 
 
 def _controller(
@@ -354,16 +357,7 @@ def _compact(state: _Active, codes: Tensor, out: Tensor, steps: Tensor, rejected
 
     Returns whether the active set changed.
     """
-    done = (codes & _DONE) != 0
-    if not bool(done.any()):
-        return False
-    finished = done.nonzero().squeeze(1).to(state.x.device)
-    index = state.index[finished]
-    out.index_copy_(0, index, state.x[finished])
-    steps.index_copy_(0, index, state.steps[finished])
-    rejected.index_copy_(0, index, state.rejected[finished])
-    state.select((~done).nonzero().squeeze(1).to(state.x.device))
-    return True
+    return state.retire((codes & _DONE) != 0, {"x": out, "steps": steps, "rejected": rejected})
 
 
 class AdaptiveSDE(Integrator):
