@@ -5,10 +5,11 @@ All three resolve their ``method`` (a registered name with options, or a configu
 conventions of docs/design.md: validation at the call, ``generator`` for every draw, a true
 score-call count in ``info.nfe``, a tqdm bar, one ``callback`` payload for every method, a
 check for non-finite states that names the step and time, the final denoising step, and one
-:class:`SampleInfo`. A fixed-grid method is started for the grid and stepped by
-:func:`_run_grid`; an integrator (adaptive solvers, torchsde) runs its own solve. The
-finite check costs no host synchronisation in the loop: the index of the first bad step is
-kept on the device and read back once, at the end.
+:class:`SampleInfo`. A fixed-grid method is started for the grid and stepped through the solve
+loop (:func:`sdekit.solvers.loop.run_loop`), as the adaptive solvers' iterations are; an
+integrator (adaptive solvers, torchsde) is handed the state and returns its result. The finite
+check costs no host synchronisation in the loop: the index of the first bad step is kept on the
+device and read back once, at the end.
 
 ``callback(payload)`` is called after every step (every iteration of an adaptive method)
 with ``x`` (the state), ``i`` (the step or iteration), ``t`` (on a grid the step's start, a
@@ -33,7 +34,6 @@ from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from sdekit.checks import batch_view, check_nonnegative_int, check_open_interval, check_shape
 from sdekit.grids import check_grid, make_grid
@@ -57,6 +57,7 @@ from sdekit.solvers import (
 )
 from sdekit.solvers.adaptive_ode import AdaptiveODE
 from sdekit.solvers.catalog import method_label
+from sdekit.solvers.loop import run_loop
 
 __all__ = ["SampleInfo", "pc_sample", "sample", "ode_sample", "default_eps", "sde_methods", "ode_methods"]
 
@@ -191,24 +192,42 @@ def _check_finite(x: Tensor, grid: Tensor, i: int) -> None:
     guard.check()
 
 
-def _run_grid(stepper: GridStepper, setup: _Setup, *, progress: bool, callback: Callback | None) -> Tensor:
-    """Apply the started method's ``step(x, i)`` (grid[i] → grid[i + 1]) along the grid, with bar,
-    callback and finite check.
+class _GridRun:
+    """A started fixed-grid method stepping along its grid (grid[i] → grid[i + 1]), as a :class:`Run`.
 
-    Nothing in the loop waits for the device: the finite check records the first bad step
-    on the device and is read once, after the last step.
+    Nothing here waits for the device: the finite check records the first bad step on the device
+    and is read once, after the last step (:meth:`finish`).
     """
-    x = setup.x
-    times = setup.grid.tolist()
-    guard = _FiniteGuard(setup.grid, x.device)
-    with torch.no_grad(), time_checks(False):
-        for i in tqdm(range(len(times) - 1), disable=not progress, desc="sampling", unit="step"):
-            x = stepper.step(x, i)
-            guard.observe(x, i)
-            if callback is not None:
-                callback({"x": x, "i": i, "t": times[i], "t_next": times[i + 1]})
-    guard.check()
-    return x
+
+    def __init__(self, stepper: GridStepper, setup: _Setup) -> None:
+        self.stepper, self.x, self.i = stepper, setup.x, 0
+        self.times = setup.grid.tolist()
+        self.guard = _FiniteGuard(setup.grid, setup.x.device)
+
+    @property
+    def done(self) -> bool:
+        return self.i == len(self.times) - 1
+
+    def advance(self) -> int:
+        self.x = self.stepper.step(self.x, self.i)
+        self.guard.observe(self.x, self.i)
+        self.i += 1
+        return 1
+
+    def payload(self) -> dict[str, Any]:
+        i = self.i - 1
+        return {"x": self.x, "i": i, "t": self.times[i], "t_next": self.times[i + 1]}
+
+    def finish(self) -> Tensor:
+        self.guard.check()
+        return self.x
+
+
+def _run_grid(stepper: GridStepper, setup: _Setup, *, progress: bool, callback: Callback | None) -> Tensor:
+    """Step the started method along the grid through the solve loop, then check the state was finite."""
+    run = _GridRun(stepper, setup)
+    run_loop(run, progress=progress, callback=callback, total=len(run.times) - 1)
+    return run.finish()
 
 
 def _tweedie(sde: LinearSDE, x: Tensor, t: Tensor, score: Tensor) -> Tensor:

@@ -61,6 +61,7 @@ from sdekit.solvers.active_set import ActiveSet, next_check
 from sdekit.solvers.controllers import PIController, StepSizeController
 from sdekit.solvers.grid_stepper import weighted_sum
 from sdekit.solvers.info import SampleInfo
+from sdekit.solvers.loop import run_loop
 from sdekit.solvers.method import Callback, Integrator
 from sdekit.solvers.ode_backends import check_backend_method, solve_scipy, solve_torchdiffeq
 from sdekit.solvers.tableaus import BOSH3, DOPRI5, HEUN_EULER, ButcherTableau, fsal_hermite_dense
@@ -334,26 +335,48 @@ class _NativeSolver:
             self.t_eval_device = self.t_eval.to(device)
             self.outputs = y0.new_empty((self.t_eval.numel(), *y0.shape))
             self.write_start(state)
-        iterations, until_check = 0, 1
-        while True:
-            for k in range(until_check):
-                state = self.step(state)
-                if self.callback is not None:
-                    self.callback({"x": state.y, "t": state.t, "h": state.h, "index": state.index,
-                                   "accepted": self.accepted, "i": iterations + k})  # fmt: skip
-            iterations += until_check
-            state, until_check = self.check(state, sync_every)
+        self.state, self.iterations, self.pending = state, 0, 1
+        self.max_steps, self.sync_every, self.finished = max_steps, sync_every, False
+        run_loop(self, progress=False, callback=self.callback, grad=True)  # the bar counts NFE in func
+        self.func.stats.iterations = self.iterations
+        return self.final
+
+    # --- the solve as a Run of the solve loop: one step per advance, a check point when one is due ---
+
+    @property
+    def done(self) -> bool:
+        return self.finished
+
+    def advance(self) -> int:
+        state = self.step(self.state)
+        # the state before this step's check point compacts it
+        self._payload: dict[str, Any] = {
+            "x": state.y,
+            "t": state.t,
+            "h": state.h,
+            "index": state.index,
+            "accepted": self.accepted,
+            "i": self.iterations,
+        }
+        self.iterations += 1
+        self.pending -= 1
+        if self.pending == 0:
+            state, until_check = self.check(state, self.sync_every)
             if state.y.shape[0] == 0:
-                self.func.stats.iterations = iterations
-                break
-            if iterations >= max_steps:
+                self.finished = True
+            elif self.iterations >= self.max_steps:
                 raise RuntimeError(
-                    f"max_steps={max_steps} iterations reached with {state.y.shape[0]} samples unfinished "
+                    f"max_steps={self.max_steps} iterations reached with {state.y.shape[0]} samples unfinished "
                     f"(slowest at t = {float(state.t[(self.t1 - state.t).abs().argmax()]):.6g}); "
                     "raise max_steps or loosen rtol/atol"
                 )
-            until_check = min(until_check, max_steps - iterations)
-        return self.final
+            else:
+                self.pending = min(until_check, self.max_steps - self.iterations)
+        self.state = state
+        return 0
+
+    def payload(self) -> dict[str, Any]:
+        return self._payload
 
     def write_start(self, state: _Active) -> None:
         """t_eval times equal to t0 get y0."""

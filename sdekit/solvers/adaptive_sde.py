@@ -60,16 +60,16 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from sdekit.checks import batch_mask, batch_view, check_choice, check_open_interval, check_positive, event_rms
 from sdekit.per_sample import select_rows
 from sdekit.reverse import ReverseSDE, ScoreFn, reverse
-from sdekit.sde import SDE, time_checks
+from sdekit.sde import SDE
 from sdekit.solvers.active_set import ActiveSet
 from sdekit.solvers.brownian import BrownianTree
 from sdekit.solvers.controllers import GottaGoFast, StepSizeController
 from sdekit.solvers.info import SampleInfo
+from sdekit.solvers.loop import run_loop
 from sdekit.solvers.method import Callback, Integrator
 from sdekit.solvers.score_calls import gaussian_like
 
@@ -233,40 +233,76 @@ def adaptive_sde_sample(
     control = _controller(sde, x, eps, rtol, atol, h_init, safety, exponent, norm, error_use_prev, extrapolate)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(dict) or None, got {type(callback).__name__}")
-    rsde = reverse(sde, score)
-    state = _start(x, sde.T, min(h_init, sde.T - eps))
-    out = torch.empty_like(x)
-    sample_steps, sample_rejected = torch.zeros_like(state.steps), torch.zeros_like(state.rejected)
-    iterations = evaluations = 0
-    with torch.no_grad(), time_checks(False), tqdm(disable=not progress, desc="adaptive SDE", unit="NFE") as bar:
-        while state.index.numel():
-            if iterations == MAX_ITERATIONS:
-                raise RuntimeError(
-                    f"adaptive SDE solver: {state.index.numel()} samples unfinished after {MAX_ITERATIONS} "
-                    f"iterations (the latest at t = {float(state.t.max()):.6g}); loosen rtol/atol"
-                )
-            accepted, error = _iterate(state, rsde, control, generator)
-            iterations, evaluations = iterations + 1, evaluations + 2 * state.index.numel()
-            if callback is not None:
-                info = {"x": state.x, "t": state.t, "h": state.h, "index": state.index, "accepted": accepted}
-                callback({**info, "i": iterations - 1})
-            status = _status(state, accepted, error, control)
-            codes = status[:-1]
-            _raise_on_failure(codes, state, control)
-            state.noise.trim(int(status[-1]))
-            if _compact(state, codes, out, sample_steps, sample_rejected) and state.index.numel():
-                rsde = reverse(sde, select_rows(score, state.index, x.shape[0]))  # per-sample state follows
-            bar.update(2)
-    return out, SampleInfo(
-        nfe=2 * iterations,
-        steps=int(sample_steps.sum()),
-        rejected=int(sample_rejected.sum()),
-        iterations=iterations,
-        evaluations=evaluations,
+    run = _AdaptiveRun(sde, score, x, control, min(h_init, sde.T - eps), generator)
+    run_loop(run, progress=progress, callback=callback, desc="adaptive SDE", unit="NFE")
+    return run.out, SampleInfo(
+        nfe=2 * run.iterations,
+        steps=int(run.sample_steps.sum()),
+        rejected=int(run.sample_rejected.sum()),
+        iterations=run.iterations,
+        evaluations=run.evaluations,
         samples=x.shape[0],
-        sample_steps=sample_steps.cpu(),
-        sample_rejected=sample_rejected.cpu(),
+        sample_steps=run.sample_steps.cpu(),
+        sample_rejected=run.sample_rejected.cpu(),
     )
+
+
+class _AdaptiveRun:
+    """The adaptive SDE solve as a :class:`~sdekit.solvers.loop.Run`: one iteration per ``advance``."""
+
+    def __init__(
+        self,
+        sde: SDE,
+        score: ScoreFn,
+        x: Tensor,
+        control: _Controller,
+        h_init: float,
+        generator: torch.Generator | None,
+    ) -> None:
+        self.sde, self.score, self.batch, self.control, self.generator = sde, score, x.shape[0], control, generator
+        self.rsde = reverse(sde, score)
+        self.state = _start(x, sde.T, h_init)
+        self.out = torch.empty_like(x)
+        self.sample_steps, self.sample_rejected = (
+            torch.zeros_like(self.state.steps),
+            torch.zeros_like(self.state.rejected),
+        )
+        self.iterations = self.evaluations = 0
+        self._payload: dict[str, Any] = {}
+
+    @property
+    def done(self) -> bool:
+        return self.state.index.numel() == 0
+
+    def advance(self) -> int:
+        """One iteration for every active sample, then the status read-back, the checks and the compaction."""
+        state, control = self.state, self.control
+        if self.iterations == MAX_ITERATIONS:
+            raise RuntimeError(
+                f"adaptive SDE solver: {state.index.numel()} samples unfinished after {MAX_ITERATIONS} "
+                f"iterations (the latest at t = {float(state.t.max()):.6g}); loosen rtol/atol"
+            )
+        accepted, error = _iterate(state, self.rsde, control, self.generator)
+        self.iterations, self.evaluations = self.iterations + 1, self.evaluations + 2 * state.index.numel()
+        # the state before this iteration's compaction
+        self._payload = {
+            "x": state.x,
+            "t": state.t,
+            "h": state.h,
+            "index": state.index,
+            "accepted": accepted,
+            "i": self.iterations - 1,
+        }
+        status = _status(state, accepted, error, control)
+        codes = status[:-1]
+        _raise_on_failure(codes, state, control)
+        state.noise.trim(int(status[-1]))
+        if _compact(state, codes, self.out, self.sample_steps, self.sample_rejected) and state.index.numel():
+            self.rsde = reverse(self.sde, select_rows(self.score, state.index, self.batch))  # per-sample state follows
+        return 2
+
+    def payload(self) -> dict[str, Any]:
+        return self._payload
 
 
 def _start(x: Tensor, T: float, h: float) -> _Active:
