@@ -315,6 +315,8 @@ def uniform_dequantize(
     levels = 2**bits
     position = (x.double() - low) / data_range * (levels - 1)
     k = position.round()
+    if not bool(torch.isfinite(position).all()):
+        raise ValueError("x must be finite: got NaN or Inf among the data to dequantise")
     if bool(((position - k).abs() > 1e-3).any()) or bool(((k < 0) | (k > levels - 1)).any()):
         raise ValueError(
             f"x must hold {bits}-bit levels low + k·data_range/{levels - 1} with low={low!r}, "

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from sdekit.checks import batch_view, check_positive, check_shape, sum_event
+from sdekit.checks import batch_view, check_positive, check_positive_int, check_shape, sum_event
 
 __all__ = [
     "SDE",
@@ -487,6 +487,7 @@ class DiscreteVPSDE(VPSDE):
 
 def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
     """DDPM's linear schedule β_1..β_N (Ho et al. 2020), float64."""
+    check_positive_int("num_timesteps", num_timesteps)
     _check_range("beta_start", beta_start, "beta_end", beta_end)
     if beta_end >= 1:
         raise ValueError(f"beta_end must be < 1, got {beta_end!r}")
@@ -498,6 +499,7 @@ def cosine_alphas_cumprod(num_timesteps: int = 1000, s: float = 0.008, max_beta:
 
     β_i is clipped at ``max_beta`` as in that paper, which keeps ᾱ_N > 0.
     """
+    check_positive_int("num_timesteps", num_timesteps)
     steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
     f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)

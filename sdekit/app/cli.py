@@ -104,7 +104,7 @@ def _sample_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="adaptive", help=_help("method", "sampler (default adaptive)", choices))
     p.add_argument("-n", "--num", type=int, default=256, help="number of samples (default 256; -n under torchrun)")
     p.add_argument("--seed", type=int, default=0, help="seed; chunk k uses a generator seeded by (seed, k)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<model>)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
     p.add_argument("--chunk", type=int, default=256, help="samples per chunk (default 256); results depend on it")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="state dtype (default float32)")
@@ -199,7 +199,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     options = _options(args)
     device = _device(args.device)
     model = get_model(args.model, _shape(args.shape))
-    out = args.out or Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out '': give the output folder a name, e.g. --out runs/digits (or leave --out out)")
+    out = Path(args.out) if args.out is not None else Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)
     config = run.RunConfig(
         model=args.model, method=args.method, num=args.num, chunk=args.chunk, seed=args.seed,
         shape=list(model.event_shape), dtype=args.dtype, device=device.split(":")[0], options=options,
@@ -459,3 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, ModelError, WeightsError, RunError) as error:
         print(f"sdekit: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Finished chunks are on disk (written atomically); the run resumes from them.
+        print("sdekit: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -21,12 +21,14 @@ AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
 
 
 class CountedScore:
-    """Wraps ``score(x, t)``: counts calls (one batched call = one NFE) and checks the first result.
+    """Wraps ``score(x, t)``: counts calls (one batched call = one NFE) and checks every result.
 
     ``t`` reaches the wrapped score in the state's dtype with shape ``(B,)``; solvers on a
-    shared time may pass shape ``(1,)``, which is expanded. The first call checks that
-    the result is a tensor of ``x``'s shape, dtype and device, so a network with the
-    wrong output layout fails at once with a message rather than deep in a solver.
+    shared time may pass shape ``(1,)``, which is expanded. Every call checks that the result
+    is a tensor of ``x``'s shape, dtype and device (metadata only: no host synchronisation), so
+    a network with the wrong output layout — also one that changes it after its first call, to
+    a broadcastable shape or another dtype — fails at once with a message rather than giving
+    finite garbage.
 
     ``autocast`` (``torch.float16`` or ``torch.bfloat16``) runs the score under
     ``torch.autocast`` and casts its result back to the state's dtype: mixed precision for
@@ -54,7 +56,6 @@ class CountedScore:
         self.autocast = autocast
         self.compile = compile
         self._shared = _Shared()
-        self._checked = False
 
     @property
     def nfe(self) -> int:
@@ -98,9 +99,7 @@ class CountedScore:
                 out = self.score(x, t)
             out = out.to(x.dtype) if isinstance(out, Tensor) else out
         self._shared.nfe += 1
-        if not self._checked:
-            _check_output(out, x)
-            self._checked = True
+        _check_output(out, x)  # at every call: metadata only, no host synchronisation
         if self._shared.keep_last:
             self._shared.last = (x, t_given, out)
         return out

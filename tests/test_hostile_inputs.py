@@ -1,0 +1,103 @@
+"""Hostile but fair inputs get a clear answer (part of the battery of the hostile-input issue).
+
+Each case: a fault a user can make, and the one-line error (or correct behaviour) it must get.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdekit import VPSDE, cosine_alphas_cumprod, linear_betas, ode_sample, sample, uniform_dequantize
+from sdekit.app.cli import main
+
+from conftest import gaussian_score
+
+
+class Changing:
+    """A score that behaves for its first ``good`` calls and then returns ``bad(x)``."""
+
+    def __init__(self, bad, good: int = 1) -> None:  # type: ignore[no-untyped-def]
+        self.score, self.bad, self.good, self.calls = gaussian_score(VPSDE()), bad, good, 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.score(x, t) if self.calls <= self.good else self.bad(self.score(x, t))
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        (lambda s: s[:, :1], ValueError, r"score returned shape \(4, 1\); it must match x's shape \(4, 3\)"),
+        (lambda s: s.double(), TypeError, "score returned dtype torch.float64; it must match x's dtype torch.float32"),
+    ],
+    ids=["broadcastable-shape", "dtype"],
+)
+@pytest.mark.parametrize("method", ["ancestral", "adaptive", "dopri5", "heun"])
+def test_a_score_that_changes_its_output_after_the_first_call_is_caught(bad, error, message, method) -> None:  # type: ignore[no-untyped-def]
+    score = Changing(bad, good=2)
+    sampler = ode_sample if method in ("dopri5", "heun") else sample
+    with pytest.raises(error, match=message):
+        sampler(VPSDE(), score, (4, 3), method=method, steps=5, generator=torch.Generator().manual_seed(0))
+    assert score.calls == 3  # refused at the first bad call, not at the end
+
+
+@pytest.mark.parametrize("schedule", [linear_betas, cosine_alphas_cumprod])
+@pytest.mark.parametrize("count", [0, -3])
+def test_an_empty_schedule_is_refused(schedule, count) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="num_timesteps"):
+        schedule(count)
+
+
+def test_dequantising_nan_is_refused() -> None:
+    x = torch.tensor([[0.0, float("nan")]])
+    with pytest.raises(ValueError, match="x must be finite"):
+        uniform_dequantize(x, generator=torch.Generator().manual_seed(0))
+
+
+def test_an_empty_out_folder_name_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["sample", "--model", "gmm2d", "--num", "4", "--steps", "3", "--quiet", "--no-eval", "--out", ""])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == [
+        "sdekit: error: --out '': give the output folder a name, e.g. --out runs/digits (or leave --out out)"
+    ]
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
+
+
+INTERRUPTING_MODEL = """
+import sdekit
+from sdekit.testing import GaussianMixture
+
+def model():
+    sde = sdekit.VPSDE()
+    exact = GaussianMixture.random(dim=2, modes=2).score(sde)
+    calls = []
+
+    def score(x, t):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+        return exact(x, t)
+
+    return sde, score
+"""
+
+
+def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path: Path) -> None:
+    (tmp_path / "interrupting.py").write_text(INTERRUPTING_MODEL)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    args = ["sample", "--model", "interrupting:model", "--shape", "2", "--method", "ancestral", "--steps", "20",
+            "--num", "8", "--quiet", "--no-eval", "--out", str(tmp_path / "run")]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "sdekit", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines() == ["sdekit: interrupted; rerun the same command to resume"]
