@@ -35,7 +35,7 @@ from typing import Any, Literal, overload
 import torch
 from torch import Tensor
 
-from sdekit.checks import batch_view, check_nonnegative_int, check_open_interval, check_shape
+from sdekit.checks import batch_view, check_nonnegative_int, check_open_interval, check_positive_int, check_shape
 from sdekit.grids import check_grid, make_grid
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE, time_checks
@@ -309,13 +309,23 @@ def _solve(
     label: str,
     inputs: _Inputs,
     *,
-    steps: int,
+    steps: int | None,
+    default_steps: int,
     grid: str | Tensor | None,
     eps: float | None,
     progress: bool,
     callback: Callback | None,
 ) -> tuple[Tensor, SampleInfo]:
     """Every sampler's path: set up, run the method (stepped on its grid, or integrating), finish."""
+    if not isinstance(inputs.denoise, bool):
+        raise TypeError(f"denoise must be a bool, got {type(inputs.denoise).__name__} {inputs.denoise!r}")
+    if isinstance(method, Integrator) and not method.uses_steps:
+        if steps is not None:
+            raise TypeError(f"steps is not an option of method {label}: it chooses its own steps")
+        steps = 1
+    elif steps is None:
+        steps = default_steps
+    check_positive_int("steps", steps)
     if isinstance(method, Integrator):
         if grid is not None:
             raise TypeError(f"grid is not an option of method {label}: it chooses its own steps")
@@ -326,7 +336,7 @@ def _solve(
         score,
         shape,
         inputs,
-        steps=steps if isinstance(method, GridStepper) or method.uses_steps else 1,
+        steps=steps,
         grid=(grid if grid is not None else method.default_grid) if isinstance(method, GridStepper) else None,
         eps=eps,
     )
@@ -371,7 +381,7 @@ def pc_sample(
     score: ScoreFn,
     shape: tuple[int, ...] | None = None,
     *,
-    steps: int = 1000,
+    steps: int | None = None,
     predictor: str | Predictor = "reverse_diffusion",
     corrector: str | Corrector = "langevin",
     snr: float | None = None,
@@ -395,7 +405,7 @@ def pc_sample(
     score: ScoreFn,
     shape: tuple[int, ...] | None = None,
     *,
-    steps: int = 1000,
+    steps: int | None = None,
     predictor: str | Predictor = "reverse_diffusion",
     corrector: str | Corrector = "langevin",
     snr: float | None = None,
@@ -419,7 +429,7 @@ def pc_sample(
     score: ScoreFn,
     shape: tuple[int, ...] | None = None,
     *,
-    steps: int = 1000,
+    steps: int | None = None,
     predictor: str | Predictor = "reverse_diffusion",
     corrector: str | Corrector = "langevin",
     snr: float | None = None,
@@ -442,7 +452,7 @@ def pc_sample(
     score: ScoreFn,
     shape: tuple[int, ...] | None = None,
     *,
-    steps: int = 1000,
+    steps: int | None = None,
     predictor: str | Predictor = "reverse_diffusion",
     corrector: str | Corrector = "langevin",
     snr: float | None = None,
@@ -462,7 +472,7 @@ def pc_sample(
 ) -> Tensor | tuple[Tensor, SampleInfo]:
     """Predictor–corrector sampling (Song et al. 2021, Algorithm 1) of the reverse SDE.
 
-    Each of ``steps`` steps runs the predictor from t to t' and then
+    Each of ``steps`` steps (default 1000) runs the predictor from t to t' and then
     ``corrector_steps`` corrector moves at t'; finally (``denoise=True``) one
     Tweedie step removes the noise left at ``eps``. NFE = steps × (predictor +
     corrector_steps × corrector calls) + 1. ``predictor`` is a name of
@@ -487,7 +497,18 @@ def pc_sample(
     )
     inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise)
     x, info = _solve(
-        sde, score, shape, method, "pc", inputs, steps=steps, grid=grid, eps=eps, progress=progress, callback=callback
+        sde,
+        score,
+        shape,
+        method,
+        "pc",
+        inputs,
+        steps=steps,
+        default_steps=1000,
+        grid=grid,
+        eps=eps,
+        progress=progress,
+        callback=callback,
     )
     return (x, info) if return_info else x
 
@@ -499,7 +520,7 @@ def sample(
     shape: tuple[int, ...] | None = None,
     *,
     method: str | Method = "euler_maruyama",
-    steps: int = 1000,
+    steps: int | None = None,
     eps: float | None = None,
     grid: str | Tensor | None = None,
     denoise: bool = True,
@@ -521,7 +542,7 @@ def sample(
     shape: tuple[int, ...] | None = None,
     *,
     method: str | Method = "euler_maruyama",
-    steps: int = 1000,
+    steps: int | None = None,
     eps: float | None = None,
     grid: str | Tensor | None = None,
     denoise: bool = True,
@@ -543,7 +564,7 @@ def sample(
     shape: tuple[int, ...] | None = None,
     *,
     method: str | Method = "euler_maruyama",
-    steps: int = 1000,
+    steps: int | None = None,
     eps: float | None = None,
     grid: str | Tensor | None = None,
     denoise: bool = True,
@@ -564,7 +585,7 @@ def sample(
     shape: tuple[int, ...] | None = None,
     *,
     method: str | Method = "euler_maruyama",
-    steps: int = 1000,
+    steps: int | None = None,
     eps: float | None = None,
     grid: str | Tensor | None = None,
     denoise: bool = True,
@@ -581,11 +602,12 @@ def sample(
 ) -> Tensor | tuple[Tensor, SampleInfo]:
     """Sample the reverse SDE with a method of :func:`sde_methods`, by name or as a configured object.
 
-    Fixed-grid methods take ``steps`` and ``grid``: a predictor without corrector
+    Fixed-grid methods take ``steps`` (default 1000) and ``grid``: a predictor without corrector
     (``ancestral`` is the most robust at small step counts, ``euler_maruyama`` needs
     the most), a registered stepper (``dpmpp_2m_sde``) or a
     :class:`~sdekit.solvers.PredictorCorrector`. ``method="adaptive"``
-    (:class:`~sdekit.solvers.AdaptiveSDE`) chooses its own per-sample steps and takes the options
+    (:class:`~sdekit.solvers.AdaptiveSDE`) chooses its own per-sample steps (giving ``steps`` or
+    ``grid`` is an error) and takes the options
     of :func:`sdekit.solvers.adaptive_sde.adaptive_sde_sample` (``rtol``, ``atol``, ``h_init``,
     ``safety``, ``exponent``, ``norm``, ``error_use_prev``, ``extrapolate``); its ``info.steps``
     and ``info.rejected`` are per-sample steps summed over the batch, ``info.sample_steps`` the
@@ -607,6 +629,7 @@ def sample(
         method_label(method),
         inputs,
         steps=steps,
+        default_steps=1000,
         grid=grid,
         eps=eps,
         progress=progress,
@@ -622,7 +645,7 @@ def ode_sample(
     shape: tuple[int, ...] | None = None,
     *,
     method: str | Method = "heun",
-    steps: int = 100,
+    steps: int | None = None,
     eps: float | None = None,
     grid: str | Tensor | None = None,
     denoise: bool = True,
@@ -644,7 +667,7 @@ def ode_sample(
     shape: tuple[int, ...] | None = None,
     *,
     method: str | Method = "heun",
-    steps: int = 100,
+    steps: int | None = None,
     eps: float | None = None,
     grid: str | Tensor | None = None,
     denoise: bool = True,
@@ -666,7 +689,7 @@ def ode_sample(
     shape: tuple[int, ...] | None = None,
     *,
     method: str | Method = "heun",
-    steps: int = 100,
+    steps: int | None = None,
     eps: float | None = None,
     grid: str | Tensor | None = None,
     denoise: bool = True,
@@ -687,7 +710,7 @@ def ode_sample(
     shape: tuple[int, ...] | None = None,
     *,
     method: str | Method = "heun",
-    steps: int = 100,
+    steps: int | None = None,
     eps: float | None = None,
     grid: str | Tensor | None = None,
     denoise: bool = True,
@@ -706,7 +729,7 @@ def ode_sample(
 
     Deterministic given ``x_T`` (drawn from the prior with ``generator`` when not
     given), so it also maps given latents to data. Fixed-grid methods
-    (:data:`sdekit.solvers.ODE_METHODS`): ``euler`` (order 1, 1 NFE/step), ``heun``
+    (:data:`sdekit.solvers.ODE_METHODS`, ``steps`` default 100): ``euler`` (order 1, 1 NFE/step), ``heun``
     (order 2, 2 NFE/step), ``rk4`` (order 4, 4 NFE/step), ``dpmpp_2m`` / ``dpmpp_3m``
     (1 NFE/step, log-SNR grid by default — the choice below ~20 NFE; as objects
     ``DPMSolverPP(order=3, lower_order_final=False)``).
@@ -731,6 +754,7 @@ def ode_sample(
         method_label(method),
         inputs,
         steps=steps,
+        default_steps=100,
         grid=grid,
         eps=eps,
         progress=progress,

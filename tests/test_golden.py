@@ -34,6 +34,7 @@ import sdekit
 from sdekit import VESDE, VPSDE, SubVPSDE, linear_betas
 from sdekit.sampling import ode_methods, sde_methods
 from sdekit.solvers import CORRECTORS, PREDICTORS
+from sdekit.solvers.adaptive_ode import TABLEAUS
 
 GOLDEN = Path(__file__).parent / "golden" / "samplers.pt"
 SHAPE = (3, 2)
@@ -94,10 +95,12 @@ def _run(kind: str, method: str, sde: sdekit.SDE) -> tuple[Tensor, list[int]]:
     if kind == "pc":
         predictor, corrector = method.split("+")
         x, info = sdekit.pc_sample(sde, score, steps=STEPS, predictor=predictor, corrector=corrector, **common)
-    elif kind == "sde":
-        x, info = sdekit.sample(sde, score, method=method, steps=STEPS, **common)
+    elif kind == "sde":  # the adaptive methods choose their own steps
+        steps = {} if method == "adaptive" else {"steps": STEPS}
+        x, info = sdekit.sample(sde, score, method=method, **steps, **common)
     elif kind == "ode":
-        x, info = sdekit.ode_sample(sde, score, method=method, steps=STEPS, **common)
+        steps = {} if method in TABLEAUS else {"steps": STEPS}
+        x, info = sdekit.ode_sample(sde, score, method=method, **steps, **common)
     else:
         data = 0.5 + 0.5 * torch.randn(SHAPE, generator=generator, dtype=torch.float64)
         x, info = sdekit.log_likelihood(sde, score, data, divergence=method, generator=generator, return_info=True)

@@ -42,8 +42,9 @@ class Changing:
 def test_a_score_that_changes_its_output_after_the_first_call_is_caught(bad, error, message, method) -> None:  # type: ignore[no-untyped-def]
     score = Changing(bad, good=2)
     sampler = ode_sample if method in ("dopri5", "heun") else sample
+    steps = {} if method in ("adaptive", "dopri5") else {"steps": 5}  # the adaptive methods choose their own
     with pytest.raises(error, match=message):
-        sampler(VPSDE(), score, (4, 3), method=method, steps=5, generator=torch.Generator().manual_seed(0))
+        sampler(VPSDE(), score, (4, 3), method=method, generator=torch.Generator().manual_seed(0), **steps)
     assert score.calls == 3  # refused at the first bad call, not at the end
 
 
@@ -101,3 +102,47 @@ def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path: Path) -> None:
     )
     assert result.returncode == 130, result.stderr
     assert result.stderr.strip().splitlines() == ["sdekit: interrupted; rerun the same command to resume"]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda s: sample(VPSDE(), s, (4, 2), method="adaptive", steps=5), TypeError,
+         "steps is not an option of method 'adaptive': it chooses its own steps"),
+        (lambda s: ode_sample(VPSDE(), s, (4, 2), method="dopri5", steps=50), TypeError,
+         "steps is not an option of method 'dopri5'"),
+        (lambda s: sample(VPSDE(), s, (4, 2), method="ancestral", steps=-5), ValueError, "steps must be"),
+        (lambda s: sample(VPSDE(), s, (4, 2), method="ancestral", steps=2.5), TypeError, "steps must be"),
+        (lambda s: sample(VPSDE(), s, (4, 2), method="ancestral", denoise="no"), TypeError,
+         "denoise must be a bool, got str 'no'"),
+    ],
+    ids=["adaptive-steps", "dopri5-steps", "negative-steps", "float-steps", "denoise-string"],
+)  # fmt: skip
+def test_arguments_a_method_would_ignore_or_misread_are_refused(call, error, message) -> None:  # type: ignore[no-untyped-def]
+    calls = []
+
+    def score(x, t):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return -x
+
+    with pytest.raises(error, match=message):
+        call(score)
+    assert calls == []  # refused before any work
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--option", "denoise=no"], "--option denoise: use --no-denoise"),
+        (["--option", "return_info=True"], "--option return_info: the command records the run's information itself"),
+        (["--steps", "5", "--option", "steps=7"], "--option steps: given twice (also as --steps); give it once"),
+        (["--method", "adaptive", "--steps", "5"], "steps is not an option of method 'adaptive'"),
+    ],
+)
+def test_cli_options_that_would_be_misread_are_one_line(
+    options: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["sample", "--model", "gmm2d", "--num", "4", "--quiet", "--no-eval", "--out", str(tmp_path / "r"), *options]
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err

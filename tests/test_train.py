@@ -11,6 +11,7 @@ import torch
 from sdekit import VPSDE, ode_sample, pc_sample, sample
 from sdekit.app.train import EMA, ScoreMLP, load_checkpoint, train_score_model
 from sdekit.sampling import ode_methods, sde_methods
+from sdekit.solvers.adaptive_ode import TABLEAUS
 from sdekit.testing import GaussianMixture, mode_weight_tv
 
 # The standard random mixture in 2-D: 8 modes, weights 0.0625 … 0.1875, anisotropic covariances
@@ -55,7 +56,7 @@ def test_trained_mlp_through_every_sampler(trained, kind, method):
             steps = {"adaptive": {}, "dpmpp_2m_sde": {"steps": 100}}.get(method, {"steps": 200})
             x = sample(sde, result.ema, shape=(N, 2), method=method, generator=generator, **steps)
         elif kind == "ode":
-            steps = {} if method in ("dopri5", "bosh3") else {"steps": 50}
+            steps = {} if method in TABLEAUS else {"steps": 50}  # the adaptive pairs choose their own steps
             x = ode_sample(sde, result.ema, shape=(N, 2), method=method, generator=generator, **steps)
         else:
             x = pc_sample(sde, result.ema, shape=(N, 2), steps=200, generator=generator)

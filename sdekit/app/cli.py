@@ -151,12 +151,31 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     for item in args.option:
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
-            raise UserError(f"--option {item!r}: expected KEY=VALUE, e.g. --option max_steps=2000")
+            raise UserError(f"--option {item!r}: expected KEY=VALUE, e.g. --option rtol=0.02")
+        if key in RESERVED_OPTIONS:
+            raise UserError(f"--option {key}: {RESERVED_OPTIONS[key]}")
+        if key in options:
+            flag = "--no-denoise" if key == "denoise" else f"--{key.replace('_', '-')}"
+            raise UserError(f"--option {key}: given twice (also as {flag}); give it once")
         try:
             options[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             options[key] = value
     return options
+
+
+#: Sampler arguments that --option must not set, and why.
+RESERVED_OPTIONS = {
+    "denoise": "use --no-denoise",
+    "return_info": "the command records the run's information itself",
+    "callback": "not available from the command line",
+    "progress": "use --quiet",
+    "generator": "the command seeds every chunk from --seed",
+    "device": "use --device",
+    "dtype": "use --dtype",
+    "x_T": "not available from the command line",
+    "shape": "use --shape (for a module:callable model)",
+}
 
 
 def _shape(text: str | None) -> tuple[int, ...] | None:
