@@ -114,3 +114,10 @@ def event_rms(x: Tensor) -> Tensor:
 def batch_mask(mask: Tensor, like: Tensor) -> Tensor:
     """A per-sample boolean mask ``(B,)`` viewed to broadcast against ``like`` ``(B, *event)`` (stays boolean)."""
     return mask.reshape(mask.shape[0], *([1] * (like.ndim - 1)))
+
+
+def same_value(a: object, b: object) -> bool:
+    """``a == b``, with tensors compared whole (``torch.equal``: same shape and values) rather than elementwise."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and torch.equal(a, b)
+    return bool(a == b)

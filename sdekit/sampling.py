@@ -35,7 +35,7 @@ from typing import Any, Literal, overload
 import torch
 from torch import Tensor
 
-from sdekit.checks import batch_view, check_nonnegative_int, check_open_interval, check_positive_int, check_shape
+from sdekit.checks import batch_view, check_open_interval, check_positive_int, check_shape
 from sdekit.grids import check_grid, make_grid
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE, time_checks
@@ -491,7 +491,6 @@ def pc_sample(
     Returns the samples, or ``(samples, SampleInfo)`` with ``return_info=True``. ``callback``
     receives the payload described in :mod:`sdekit.sampling`.
     """
-    check_nonnegative_int("corrector_steps", corrector_steps)
     method = PredictorCorrector(
         predictor=predictor, corrector=_corrector(corrector, snr), corrector_steps=corrector_steps
     )

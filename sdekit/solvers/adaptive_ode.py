@@ -62,7 +62,7 @@ from sdekit.solvers.controllers import PIController, StepSizeController
 from sdekit.solvers.grid_stepper import weighted_sum
 from sdekit.solvers.info import SampleInfo
 from sdekit.solvers.loop import run_loop
-from sdekit.solvers.method import Callback, Integrator
+from sdekit.solvers.method import Callback, Integrator, keyword_defaults
 from sdekit.solvers.ode_backends import check_backend_method, solve_scipy, solve_torchdiffeq
 from sdekit.solvers.tableaus import BOSH3, DOPRI5, HEUN_EULER, ButcherTableau, fsal_hermite_dense
 
@@ -535,18 +535,8 @@ class AdaptiveODE(Integrator):
     def takes_callback(self) -> bool:
         return self.backend == "native"  # torchdiffeq and scipy run their steps out of reach
 
-    defaults: ClassVar[dict[str, Any]] = {
-        "method": "dopri5",
-        "rtol": 1e-5,
-        "atol": 1e-5,
-        "t_eval": None,
-        "backend": "native",
-        "h_init": None,
-        "max_steps": 10_000,
-        "error_norm": "sample",
-        "controller": None,
-        "sync_every": None,
-    }
+    #: solve_ivp_batched's keywords and their defaults (one source for both).
+    defaults: ClassVar[dict[str, Any]] = keyword_defaults(solve_ivp_batched, "callback")
     method: str
     t_eval: Tensor | None
     backend: str

@@ -70,7 +70,7 @@ from sdekit.solvers.brownian import BrownianTree
 from sdekit.solvers.controllers import GottaGoFast, StepSizeController
 from sdekit.solvers.info import SampleInfo
 from sdekit.solvers.loop import run_loop
-from sdekit.solvers.method import Callback, Integrator
+from sdekit.solvers.method import Callback, Integrator, keyword_defaults
 from sdekit.solvers.score_calls import gaussian_like
 
 __all__ = ["AdaptiveSDE", "ERROR_NORMS", "adaptive_sde_sample"]
@@ -403,16 +403,8 @@ class AdaptiveSDE(Integrator):
     """
 
     kind = "sde"
-    defaults: ClassVar[dict[str, Any]] = {
-        "rtol": 0.05,
-        "atol": 0.0078,
-        "h_init": 0.01,
-        "safety": 0.9,
-        "exponent": 0.9,
-        "norm": "rms",
-        "error_use_prev": True,
-        "extrapolate": True,
-    }
+    #: adaptive_sde_sample's step-control keywords and their defaults (one source for both).
+    defaults: ClassVar[dict[str, Any]] = keyword_defaults(adaptive_sde_sample, "generator", "progress", "callback")
 
     def check_options(self, options: dict[str, Any]) -> None:
         options.update(_checked_options(**options))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-import torch
 from torch import Tensor
+
+from sdekit.checks import same_value
 
 __all__ = ["SampleInfo"]
 
@@ -38,12 +39,7 @@ class SampleInfo:
         """Equal counts, and equal tensors (``torch.equal``) where both have them."""
         if not isinstance(other, SampleInfo):
             return NotImplemented
-        for field in fields(self):
-            a, b = getattr(self, field.name), getattr(other, field.name)
-            same = torch.equal(a, b) if isinstance(a, Tensor) and isinstance(b, Tensor) else a == b
-            if not same:
-                return False
-        return True
+        return all(same_value(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass with eq
 

@@ -16,12 +16,14 @@ A method declares its options and their defaults in ``defaults``; a wrong option
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from sdekit.checks import same_value
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE
 
@@ -89,17 +91,22 @@ class Configurable:
         if type(other) is not type(self) or not isinstance(other, Configurable):
             return False
         mine, theirs = self.options, other.options
-        return all(_same(mine[name], theirs[name]) for name in mine)
+        return all(same_value(mine[name], theirs[name]) for name in mine)
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(sorted((k, repr(v)) for k, v in self.options.items()))))
 
 
-def _same(a: object, b: object) -> bool:
-    """Equal option values; tensors by ``torch.equal``."""
-    if isinstance(a, Tensor) or isinstance(b, Tensor):
-        return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and torch.equal(a, b)
-    return a == b
+def keyword_defaults(function: Callable[..., Any], *exclude: str) -> dict[str, Any]:
+    """The keyword-only parameters of ``function`` that have defaults, less ``exclude``: a method object's
+    ``defaults`` taken from the function it configures, so the two cannot drift apart."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        and parameter.default is not inspect.Parameter.empty
+        and name not in exclude
+    }
 
 
 class Integrator(Configurable, abc.ABC):
