@@ -6,6 +6,7 @@
 See docs/design.md for the layout and the conventions every public function keeps.
 """
 
+from sdekit.checks import ScoreError
 from sdekit.grids import make_grid
 from sdekit.likelihood import LikelihoodInfo, bits_per_dim, log_likelihood, uniform_dequantize
 from sdekit.losses import ddpm_loss, dsm_loss, smld_loss
@@ -36,6 +37,7 @@ __all__ = [
     "cosine_alphas_cumprod",
     "time_checks",
     "ScoreFn",
+    "ScoreError",
     "ReverseSDE",
     "ProbabilityFlow",
     "reverse",

@@ -9,11 +9,20 @@ broadcast the same way as the library.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+
+
+class ScoreError(TypeError, ValueError):
+    """A score whose output breaks the contract ``score(x, t) -> tensor like x`` (shape, dtype, device, gradient).
+
+    Raised at the call that broke it, whichever sampler made it. A ``TypeError`` and a
+    ``ValueError`` both, so code that caught either before this class existed still does.
+    """
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -58,6 +67,50 @@ def check_shape(name: str, shape: object) -> tuple[int, ...]:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"{name} must be a tuple of positive ints (batch, *event), got {tuple(shape)!r}")
     return tuple(shape)
+
+
+def check_generator(name: str, generator: object) -> None:
+    """Refuse anything but a ``torch.Generator`` or None (a NumPy generator would fail deep inside torch)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        kind = f"{type(generator).__module__}.{type(generator).__qualname__}"
+        raise TypeError(
+            f"{name} must be a torch.Generator or None, got {kind}; e.g. {name}=torch.Generator().manual_seed(0)"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory the kernel reports available (``MemAvailable``), or None where it does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if hasattr(os, "sysconf"):
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError):
+            return None
+    return None
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in the largest unit that keeps it ≥ 1: ``'2.0 GB'``."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def check_fits(what: str, need: int, advice: str) -> None:
+    """Refuse up front a request whose host memory ``need`` (bytes, an estimate) exceeds what is available."""
+    have = available_memory()
+    if have is not None and need > have:
+        raise MemoryError(
+            f"{what} would need about {format_bytes(need)} of host memory; {format_bytes(have)} is available: {advice}"
+        )
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:

@@ -58,8 +58,10 @@ import torch
 from torch import Tensor
 
 from sdekit.checks import (
+    ScoreError,
     batch_view,
     check_choice,
+    check_generator,
     check_nonnegative_int,
     check_open_interval,
     check_positive,
@@ -140,6 +142,7 @@ def log_likelihood(
     """
     _check_inputs(sde, score, x)
     check_choice("divergence", divergence, DIVERGENCES)
+    check_generator("generator", generator)
     eps = check_open_interval("eps", eps, 0.0, sde.T)
     counted = CountedScore(score)
     probes = None if divergence == "exact" else _probe(divergence, x, generator)
@@ -310,6 +313,7 @@ def uniform_dequantize(
     """
     bits = check_positive_int("bits", bits)
     data_range = check_positive("data_range", data_range)
+    check_generator("generator", generator)
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
     levels = 2**bits
@@ -349,13 +353,23 @@ def _explained(score: CountedScore, shape: tuple[int, ...]) -> ScoreFn:
 
     def call(x: Tensor, t: Tensor) -> Tensor:
         if score.nfe > 0:
-            return score(x, t)
-        try:
-            return score(x, t)
-        except (RuntimeError, ValueError, TypeError) as error:
-            raise ValueError(
-                f"score(x, t) failed on x of shape {shape} (event shape {shape[1:]}): does the score expect this "
-                f"event shape and dtype? The score said: {error}"
-            ) from error
+            out = score(x, t)
+        else:
+            try:
+                out = score(x, t)
+            except ScoreError:
+                raise
+            except (RuntimeError, ValueError, TypeError) as error:
+                raise ValueError(
+                    f"score(x, t) failed on x of shape {shape} (event shape {shape[1:]}): does the score expect "
+                    f"this event shape and dtype? The score said: {error}"
+                ) from error
+        if x.requires_grad and not out.requires_grad:  # the divergence would silently be that of a constant
+            raise ScoreError(
+                "log_likelihood differentiates the score with respect to x, but score(x, t) returned a tensor with "
+                "no gradient path to x (detached, computed under torch.no_grad(), or through NumPy); return a "
+                "differentiable function of x"
+            )
+        return out
 
     return call

@@ -10,10 +10,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from sdekit import VPSDE, cosine_alphas_cumprod, linear_betas, ode_sample, sample, uniform_dequantize
+import sdekit.checks
+from sdekit import (
+    VPSDE,
+    ScoreError,
+    cosine_alphas_cumprod,
+    linear_betas,
+    log_likelihood,
+    ode_sample,
+    pc_sample,
+    sample,
+    uniform_dequantize,
+)
 from sdekit.app.cli import main
 
 from conftest import gaussian_score
@@ -33,8 +45,8 @@ class Changing:
 @pytest.mark.parametrize(
     ("bad", "error", "message"),
     [
-        (lambda s: s[:, :1], ValueError, r"score returned shape \(4, 1\); it must match x's shape \(4, 3\)"),
-        (lambda s: s.double(), TypeError, "score returned dtype torch.float64; it must match x's dtype torch.float32"),
+        (lambda s: s[:, :1], ScoreError, r"score returned shape \(4, 1\); it must match x's shape \(4, 3\)"),
+        (lambda s: s.double(), ScoreError, "score returned dtype torch.float64; it must match x's dtype torch.float32"),
     ],
     ids=["broadcastable-shape", "dtype"],
 )
@@ -146,3 +158,84 @@ def test_cli_options_that_would_be_misread_are_one_line(
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_a_score_error_is_still_a_value_and_a_type_error() -> None:
+    """Code written before ScoreError existed caught ValueError (shape, device) or TypeError (dtype, type)."""
+    assert issubclass(ScoreError, ValueError) and issubclass(ScoreError, TypeError)
+
+
+def _counting(limit: int = 10**6) -> tuple[list[int], object]:
+    calls: list[int] = []
+
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) > limit:
+            raise RuntimeError(f"more than {limit} score calls: time stopped advancing")
+        return -x
+
+    return calls, score
+
+
+NAN_X_T = torch.tensor([[0.0, 1.0], [float("nan"), 0.0], [0.5, 0.5]])
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda s: ode_sample(VPSDE(), s, (4,), method="dopri5"), ValueError,
+         r"event of at least one dimension, got \(4,\); for scalar data use shape=\(4, 1\)"),
+        (lambda s: ode_sample(VPSDE(), s, (4,), method="bosh3"), ValueError, r"for scalar data use shape=\(4, 1\)"),
+        (lambda s: pc_sample(VPSDE(), s, (4,), steps=5), ValueError, r"for scalar data use shape=\(4, 1\)"),
+        (lambda s: sample(VPSDE(), s, (4,), method="adaptive"), ValueError, r"for scalar data use shape=\(4, 1\)"),
+        (lambda s: sample(VPSDE(), s, (4, 2), method="ancestral", steps=5, generator=np.random.default_rng(0)),
+         TypeError, "generator must be a torch.Generator or None, got numpy.random._generator.Generator"),
+        (lambda s: log_likelihood(VPSDE(), s, torch.zeros(3, 2), divergence="hutchinson_gaussian",
+                                  generator=np.random.default_rng(0)), TypeError, "generator must be a torch"),
+        (lambda s: sample(VPSDE(), s, method="ancestral", steps=5, x_T=NAN_X_T), ValueError,
+         r"x_T must be finite; sample 1 \(of 3\) contains NaN or Inf"),
+        (lambda s: ode_sample(VPSDE(), s, method="dopri5", x_T=NAN_X_T), ValueError, "x_T must be finite; sample 1"),
+        (lambda s: sample(VPSDE(), s, (4, 2), method="ancestral", steps=5, device="meta"), ValueError,
+         "device 'meta' holds no data"),
+        (lambda s: sample(VPSDE(), s, method="ancestral", steps=5, x_T=torch.zeros(3, 2, device="meta")), ValueError,
+         "x_T is on device 'meta'"),
+        (lambda s: sample(VPSDE(), s, (4, 2), method="ancestral", steps=10**9), MemoryError,
+         r"steps=1000000000 would need about 2.0 TB of host memory; .* is available: use fewer steps"),
+    ],
+    ids=["scalar-event-dopri5", "scalar-event-bosh3", "scalar-event-langevin", "scalar-event-adaptive",
+         "numpy-generator", "numpy-generator-likelihood", "nan-x_T", "nan-x_T-dopri5", "meta-device", "meta-x_T",
+         "steps-beyond-memory"],
+)  # fmt: skip
+def test_inputs_refused_at_the_call_before_any_work(call, error, message) -> None:  # type: ignore[no-untyped-def]
+    calls, score = _counting()
+    with pytest.raises(error, match=message):
+        call(score)
+    assert calls == []
+
+
+def test_steps_that_do_not_fit_are_refused_with_the_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The estimate is BYTES_PER_STEP a step against what the kernel reports available."""
+    monkeypatch.setattr(sdekit.checks, "available_memory", lambda: 10**9)
+    calls, score = _counting()
+    with pytest.raises(MemoryError, match=r"steps=1000000 would need about 2.0 GB of host memory; 1.0 GB is available"):
+        sample(VPSDE(), score, (2, 2), method="ancestral", steps=10**6)
+    x = sample(VPSDE(), score, (2, 2), method="ancestral", steps=400)  # well within: runs
+    assert x.shape == (2, 2) and len(calls) == 401
+
+
+@pytest.mark.parametrize("divergence", ["exact", "hutchinson_rademacher"])
+def test_a_likelihood_score_without_a_gradient_path_is_refused(divergence: str) -> None:
+    """A detached score would make the flow's divergence that of a constant: silently wrong log-densities."""
+    with pytest.raises(ScoreError, match="no gradient path to x"):
+        log_likelihood(VPSDE(), lambda x, t: (-x).detach(), torch.zeros(3, 2), divergence=divergence,
+                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["euler", "milstein", "srk"])
+def test_torchsde_in_bfloat16_finishes_at_the_default_steps(method: str) -> None:
+    """In bfloat16, t + 0.001 rounds back to t near t = 0.5: time must be kept in float64, or sdeint never ends."""
+    per_step = {"euler": 1, "milstein": 1, "srk": 10}[method]
+    _, score = _counting(limit=per_step * 1003 + 1)
+    x = sample(VPSDE(), score, (2, 2), method=f"torchsde:{method}", dtype=torch.bfloat16, steps=1000,
+               generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert x.dtype == torch.bfloat16 and bool(torch.isfinite(x).all())

@@ -111,7 +111,7 @@ def _shape_aware_score(x, t):
 
 def _torchsde_reference(sde, x_T, seed, method, steps, eps, **options):
     flat = x_T.reshape(x_T.shape[0], -1)
-    ts = torch.tensor([0.0, sde.T - eps], dtype=x_T.dtype)
+    ts = torch.tensor([0.0, sde.T - eps], dtype=torch.float64)  # time in float64 whatever the state's dtype
     bm = torchsde.BrownianInterval(
         t0=0.0,
         t1=float(ts[-1]),

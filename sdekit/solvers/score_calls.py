@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sdekit.checks import ScoreError
 from sdekit.per_sample import select_rows
 from sdekit.reverse import ScoreFn
 
@@ -124,13 +125,13 @@ def _compiled(score: ScoreFn, options: bool | Mapping[str, Any], device: torch.d
 
 def _check_output(out: object, x: Tensor) -> None:
     if not isinstance(out, Tensor):
-        raise TypeError(f"score must return a torch.Tensor, got {type(out).__name__}")
+        raise ScoreError(f"score must return a torch.Tensor, got {type(out).__name__}")
     if out.shape != x.shape:
-        raise ValueError(f"score returned shape {tuple(out.shape)}; it must match x's shape {tuple(x.shape)}")
+        raise ScoreError(f"score returned shape {tuple(out.shape)}; it must match x's shape {tuple(x.shape)}")
     if out.dtype != x.dtype:
-        raise TypeError(f"score returned dtype {out.dtype}; it must match x's dtype {x.dtype}")
+        raise ScoreError(f"score returned dtype {out.dtype}; it must match x's dtype {x.dtype}")
     if out.device != x.device:
-        raise ValueError(f"score returned a tensor on {out.device}; x is on {x.device}")
+        raise ScoreError(f"score returned a tensor on {out.device}; x is on {x.device}")
 
 
 def gaussian_like(x: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -67,10 +67,11 @@ class TorchSDE(Integrator):
         device = generator.device if generator is not None else "cpu"
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
         flat = x.reshape(x.shape[0], -1)
-        ts = torch.tensor([0.0, length], dtype=x.dtype, device=x.device)
+        # time in float64 whatever the state dtype: in bfloat16, t + dt rounds to t near t = 0.5 and sdeint never ends
+        ts = torch.tensor([0.0, length], dtype=torch.float64, device=x.device)
         bm = torchsde.BrownianInterval(
             t0=0.0,
-            t1=float(ts[-1]),  # the state dtype's rounding of T − eps, as sdeint sees it
+            t1=float(ts[-1]),
             size=flat.shape,
             dtype=x.dtype,
             device=x.device,
