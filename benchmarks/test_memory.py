@@ -26,7 +26,7 @@ CHILD = (
 
 
 def peak_rss_kib(num: int, out: Path) -> int:
-    args = ["sample", "--model", "gmm2d", "--method", "ancestral", "--steps", "10", "--num", str(num)]
+    args = ["sample", "--model", "gmm2d", "--method", "ancestral", "--steps", "10", "--num-samples", str(num)]
     args += ["--chunk", "256", "--out", str(out), "--quiet", "--no-eval"]
     done = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, check=True)
     line = next(line for line in done.stdout.splitlines() if line.startswith("PEAK_RSS_KIB"))

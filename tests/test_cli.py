@@ -50,7 +50,7 @@ def test_digits_sample_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[st
     """The real path: UNet weights (safetensors) -> adapters.ddpm -> discrete VP SDE -> sampler; uint8 images."""
     out = tmp_path / "digits"
     code, stdout, _ = run_cli(
-        ["sample", "--model", "digits", *FAST, "--num", "12", "--chunk", "8", "--out", str(out)], capsys
+        ["sample", "--model", "digits", *FAST, "--num-samples", "12", "--chunk", "8", "--out", str(out)], capsys
     )
     assert code == 0 and str(out / GRID_FILE) in stdout
     with np.load(out / SAMPLES_FILE) as data:
@@ -71,14 +71,14 @@ def test_methods_and_options_reach_the_samplers(
         "adaptive": ["--rtol", "0.2", "--atol", "0.05"],
         "dopri5": ["--rtol", "1e-2", "--atol", "1e-2"],
     }[method]
-    args = ["sample", "--model", "gmm2d", "--method", method, *options, "--num", "20", "--quiet", "--no-eval"]
+    args = ["sample", "--model", "gmm2d", "--method", method, *options, "--num-samples", "20", "--quiet", "--no-eval"]
     code, _, err = run_cli([*args, "--out", str(tmp_path)], capsys)
     assert code == 0, err
     assert np.isfinite(np.load(tmp_path / SAMPLES_FILE)["samples"]).all()
 
 
 def test_user_model(user_module: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["sample", "--model", f"{user_module}:good", "--shape", "3", *FAST, "--num", "5", "--out", str(tmp_path)]
+    args = ["sample", "--model", f"{user_module}:good", "--shape", "3", *FAST, "--num-samples", "5", "--out", str(tmp_path)]
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     assert np.load(tmp_path / SAMPLES_FILE)["samples"].shape == (5, 3)
@@ -96,9 +96,9 @@ def test_info_lists_models_samplers_adapters(capsys: pytest.CaptureFixture[str])
     [
         (["--model", "nope"], "unknown model 'nope'; valid: digits, gmm2d"),
         (["--model", "gmm2d", "--method", "nope"], "unknown method 'nope'; valid: adaptive, ancestral"),
-        (["--model", "gmm2d", "--num", "0"], "--num and --chunk must be >= 1"),
-        (["--model", "gmm2d", "--num", "-3"], "--num and --chunk must be >= 1"),
-        (["--model", "gmm2d", "--chunk", "0"], "--num and --chunk must be >= 1"),
+        (["--model", "gmm2d", "--num-samples", "0"], "--num-samples and --chunk must be >= 1"),
+        (["--model", "gmm2d", "--num-samples", "-3"], "--num-samples and --chunk must be >= 1"),
+        (["--model", "gmm2d", "--chunk", "0"], "--num-samples and --chunk must be >= 1"),
         (["--model", "no_such_module_xyz:make"], "cannot import module 'no_such_module_xyz'"),
         (["--model", "{mod}:missing"], "has no attribute 'missing'"),
         (["--model", "{mod}:not_callable"], "is not callable"),
@@ -157,7 +157,7 @@ def test_no_command_means_sample_and_gmm2d_eval(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`sdekit --model gmm2d ...` is `sdekit sample ...`; `eval` reports the mixture metrics (floors stubbed: slow)."""
-    code, out, _ = run_cli(["--model", "gmm2d", *FAST, "--num", "10", "--out", str(tmp_path)], capsys)
+    code, out, _ = run_cli(["--model", "gmm2d", *FAST, "--num-samples", "10", "--out", str(tmp_path)], capsys)
     assert code == 0 and "10 samples of 'gmm2d'" in out
     monkeypatch.setattr("sdekit.app.cli.evaluate", lambda x, mixture: f"report on {tuple(x.shape)}")
     code, out, _ = run_cli(["eval", "--run", str(tmp_path)], capsys)
@@ -177,7 +177,7 @@ def test_user_weights_as_pt_state_dict(tmp_path: Path, capsys: pytest.CaptureFix
     torch.save(load_weights(digits.weights_path(digits.UNET_FILE)), pt)
     runs = {}
     for name, extra in (("shipped", []), ("pt", ["--weights", str(pt)])):
-        args = ["sample", "--model", "digits", *FAST, "--num", "4", "--out", str(tmp_path / name), *extra]
+        args = ["sample", "--model", "digits", *FAST, "--num-samples", "4", "--out", str(tmp_path / name), *extra]
         assert run_cli(args, capsys)[0] == 0
         runs[name] = np.load(tmp_path / name / SAMPLES_FILE)["samples"]
     np.testing.assert_array_equal(runs["shipped"], runs["pt"])
@@ -201,7 +201,7 @@ def test_every_name_the_help_lists_runs(
     adaptive = flag == "backend" or name in ("adaptive", *TABLEAUS)  # they choose their own steps
     step_control = ["--rtol", "0.2", "--atol", "0.05"] if adaptive else ["--steps", "3"]
     args = ["sample", "--model", "gmm2d", *base, f"--{flag}", name, *step_control]
-    code, _, err = run_cli([*args, "--num", "8", "--quiet", "--no-eval", "--out", str(tmp_path)], capsys)
+    code, _, err = run_cli([*args, "--num-samples", "8", "--quiet", "--no-eval", "--out", str(tmp_path)], capsys)
     assert code == 0, err
     assert np.isfinite(np.load(tmp_path / SAMPLES_FILE)["samples"]).all()
 

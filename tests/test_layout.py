@@ -96,7 +96,7 @@ def test_clash_main_job_model_still_samples(tmp_path: Path) -> None:
     site = _site_with_clash(tmp_path)
     out = tmp_path / "run"
     run = _python(site, "", "-m", "sdekit", "sample", "--model", "digits", "--method", "ancestral", "--steps", "4",
-                  "--num", "4", "--out", str(out), "--no-eval", "--quiet")  # fmt: skip
+                  "--num-samples", "4", "--out", str(out), "--no-eval", "--quiet")  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert (out / "samples.npz").is_file() and (out / "run.json").is_file(), sorted(p.name for p in out.iterdir())
 

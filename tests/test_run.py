@@ -32,7 +32,7 @@ def npz_bytes(out: Path) -> bytes:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted, in-order run of 300 samples in chunks of 64 (5 chunks, the last of 44)."""
     out = tmp_path_factory.mktemp("reference")
-    assert sample(out, "--num", "300", "--chunk", "64") == 0
+    assert sample(out, "--num-samples", "300", "--chunk", "64") == 0
     return out
 
 
@@ -78,7 +78,7 @@ def test_rerun_skips_and_corrupt_chunks_are_recomputed(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    assert sample(out, "--num", "300", "--chunk", "64") == 0
+    assert sample(out, "--num-samples", "300", "--chunk", "64") == 0
     chunk1, chunk3 = run.chunk_path(out, 1), run.chunk_path(out, 3)
     chunk1.write_bytes(chunk1.read_bytes()[:100])  # truncated
     data = bytearray(chunk3.read_bytes())
@@ -86,7 +86,7 @@ def test_rerun_skips_and_corrupt_chunks_are_recomputed(
     chunk3.write_bytes(bytes(data))
     before = run.chunk_path(out, 0).stat().st_mtime_ns
     capsys.readouterr()
-    assert sample(out, "--num", "300", "--chunk", "64") == 0
+    assert sample(out, "--num-samples", "300", "--chunk", "64") == 0
     err = capsys.readouterr().err
     assert "chunk 1" in err and "unreadable" in err and "chunk 3" in err and "checksum" in err
     assert run.chunk_path(out, 0).stat().st_mtime_ns == before  # finished chunks are not redone
@@ -94,7 +94,7 @@ def test_rerun_skips_and_corrupt_chunks_are_recomputed(
 
 
 def test_different_configuration_is_refused(reference: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert sample(reference, "--num", "300", "--chunk", "64", "--seed", "1") == 2
+    assert sample(reference, "--num-samples", "300", "--chunk", "64", "--seed", "1") == 2
     err = capsys.readouterr().err
     assert "different configuration" in err and "seed: 0 there, 1 now" in err and "Traceback" not in err
 
@@ -102,7 +102,7 @@ def test_different_configuration_is_refused(reference: Path, capsys: pytest.Capt
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
     """Kill a real `python -m sdekit sample` process with SIGKILL part-way, rerun, compare with an uninterrupted run."""
-    args = ["--num", "400", "--chunk", "20", "--steps", "40"]
+    args = ["--num-samples", "400", "--chunk", "20", "--steps", "40"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     command = [sys.executable, "-m", "sdekit", "sample", *GMM, *args]
     process = subprocess.Popen([*command, "--out", str(killed)], env=ENV, stderr=subprocess.DEVNULL)

@@ -77,7 +77,7 @@ def test_cli_run_holds_distinct_samples(tmp_path: Path) -> None:
     args = ["sample", "--model", "gmm2d", "--method", "euler_maruyama", "--steps", "2", "--quiet", "--no-eval"]
     threads = torch.get_num_threads()
     try:
-        assert main([*args, "--num", "60", "--chunk", "16", "--out", str(tmp_path)]) == 0
+        assert main([*args, "--num-samples", "60", "--chunk", "16", "--out", str(tmp_path)]) == 0
     finally:
         torch.set_num_threads(threads)  # the command sets its --threads for the whole process
     with np.load(tmp_path / run.SAMPLES_FILE) as data:

@@ -3,26 +3,29 @@
 ``sdekit`` with no command runs the main job, ``sdekit sample`` with its defaults: 256
 digits from the embedded UNet with the adaptive SDE sampler into ``runs/digits``.
 
-    sdekit sample --model digits --method adaptive --num 256 --seed 0 --out runs/digits
-    torchrun --nproc-per-node 2 -m sdekit sample --num 4096 --out runs/big   # chunks round-robin over ranks
-    sdekit eval --run runs/digits                                            # FD-digits / mixture metrics
+    sdekit sample --model digits --method adaptive --num-samples 256 --seed 0 --out runs/digits
+    torchrun --nproc-per-node 2 -m sdekit sample --num-samples 4096 --out runs/big   # chunks over ranks
+    sdekit eval runs/digits                                                          # FD-digits / mixture
     sdekit info                                                              # models, samplers, adapters
 
 ``--model`` is a built-in name or ``module:callable``; the latter *imports and runs that
 code* (it must return ``(sde, score)``), so only name modules you trust. Runs are
 chunked, resumable and atomic (:mod:`sdekit.app.run`): rerunning a command finishes what is
-missing. User errors print one line and exit with status 2, without a traceback.
+missing. User errors print one line and exit with status 2, without a traceback; faults of
+the machine (a full disk, out of memory) print one line and exit with status 1; Ctrl-C exits
+with 130. Every option is spelled so that torchrun's own parser passes it on untouched (its
+prefix matching refuses ``--num``, which could be its ``--numa-binding``: write ``--num-samples``).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import json
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,12 +36,13 @@ from torch import Tensor
 from sdekit import __version__
 from sdekit.app import MissingRequirementError, require
 from sdekit.app.host_memory import keep_freed_memory
-from sdekit.checks import check_choice
+from sdekit.checks import ScoreError, check_choice, check_fits
 from sdekit.grids import GRIDS
 from sdekit.sampling import SampleInfo, ode_methods, ode_sample, pc_sample, sample, sde_methods
 from sdekit.sde import VPSDE
 from sdekit.solvers import CORRECTORS, PREDICTORS
 from sdekit.solvers.adaptive_ode import BACKENDS
+from sdekit.solvers.loop import StepLimitError
 from sdekit.testing import GaussianMixture, evaluate
 
 Sampler = Callable[..., object]
@@ -87,10 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     _sample_parser(commands.add_parser("sample", help="sample a model into OUT (chunked, resumable)"))
     eval_parser = commands.add_parser("eval", help="print quality figures of a finished run")
-    eval_parser.add_argument("--run", required=True, type=Path, help="the OUT folder of a sample run")
+    eval_parser.add_argument("run", nargs="?", type=Path, default=None, help="the OUT folder of a sample run")
+    eval_parser.add_argument("--run", dest="run_option", type=Path, default=None, help="the same, as an option")
     commands.add_parser("info", help="list models, samplers and adapters")
     demo_parser = commands.add_parser("demo", help="sample the analytic 2-D mixture and print quality figures")
-    demo_parser.add_argument("--num", type=int, default=8192, help="number of samples (default 8192)")
+    demo_parser.add_argument(
+        "-n", "--num-samples", dest="num", type=int, default=8192, help="number of samples (default 8192)"
+    )
     demo_parser.add_argument("--steps", type=int, default=1000, help="steps of the SDE samplers (default 1000)")
     demo_parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
     return parser
@@ -102,11 +109,11 @@ def _sample_parser(p: argparse.ArgumentParser) -> None:
     )
     choices = flag_choices()
     p.add_argument("--method", default="adaptive", help=_help("method", "sampler (default adaptive)", choices))
-    p.add_argument("-n", "--num", type=int, default=256, help="number of samples (default 256; -n under torchrun)")
+    p.add_argument("-n", "--num-samples", dest="num", type=int, default=256, help="number of samples (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed; chunk k uses a generator seeded by (seed, k)")
     p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
     p.add_argument("--chunk", type=int, default=256, help="samples per chunk (default 256); results depend on it")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: cuda when available)")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="state dtype (default float32)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1); CPU bits depend on it")
     p.add_argument("--shape", default=None, help="event shape of a module:callable model, e.g. 2 or 3,32,32")
@@ -199,7 +206,34 @@ def _device(name: str) -> str:
         raise UserError(f"--device {name!r}: {error}") from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name!r}: CUDA is not available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name!r}: MPS (Apple GPU) is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name!r}: sdekit samples on cpu, cuda or mps, not on {device.type}")
     return name
+
+
+#: A lower bound on the copies of a chunk's state a sampler holds at once (state, score, noise,
+#: proposals and error estimates of the adaptive methods); the network's activations come on top.
+STATE_COPIES = 8
+
+
+def _check_resources(out: Path, config: Any, model: Any) -> None:
+    """Refuse up front a run whose output cannot fit on the disk, or whose chunk cannot fit in memory."""
+    from sdekit.app import run
+
+    run.check_space(out, config, _stored_itemsize(model.kind, config.dtype))
+    values = config.chunk * int(np.prod(config.shape, dtype=np.int64))
+    itemsize = DTYPES[config.dtype].itemsize
+    try:
+        check_fits(f"--chunk {config.chunk}", values * itemsize * STATE_COPIES, "use a smaller --chunk")
+    except MemoryError as error:
+        raise UserError(str(error)) from error
+
+
+def _stored_itemsize(kind: str, dtype: str) -> int:
+    """Bytes a value takes in samples.npz: uint8 pixels for images, else float32 (float64 kept)."""
+    return 1 if kind == "image" else 8 if dtype == "float64" else 4
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -208,7 +242,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from sdekit.app.models import get_model
 
     if args.num < 1 or args.chunk < 1:
-        raise UserError(f"--num and --chunk must be >= 1, got --num {args.num} --chunk {args.chunk}")
+        raise UserError(f"--num-samples and --chunk must be >= 1, got --num-samples {args.num} --chunk {args.chunk}")
     if args.seed < 0 or args.threads < 1:
         raise UserError(f"--seed must be >= 0 and --threads >= 1, got --seed {args.seed} --threads {args.threads}")
     try:
@@ -230,22 +264,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)  # CPU reductions round differently with other thread counts
     ctx = distributed.init(device)
     try:
-        run.prepare_out(out, config, write=ctx.is_main)
-        distributed.barrier(ctx)
-        torch_device = distributed.device_for(ctx, device)
-        sde, score = model.build(torch_device, DTYPES[args.dtype], args.weights)
-        show = not args.quiet and ctx.is_main
+        with run.lock(out) if ctx.is_main else nullcontext():  # rank 0 holds OUT for all ranks
+            run.prepare_out(out, config, write=ctx.is_main)
+            if ctx.is_main:
+                _check_resources(out, config, model)
+            distributed.barrier(ctx)
+            torch_device = distributed.device_for(ctx, device)
+            sde, score = model.build(torch_device, DTYPES[args.dtype], args.weights)
+            show = not args.quiet and ctx.is_main
 
-        def sample_chunk(k: int, n: int, generator: torch.Generator) -> Tensor:
-            x = sampler(sde, score, (n, *model.event_shape), generator=generator, device=torch_device,
-                        dtype=DTYPES[args.dtype], progress=show, **fixed, **options)  # fmt: skip
-            return cast(Tensor, x)
+            def sample_chunk(k: int, n: int, generator: torch.Generator) -> Tensor:
+                x = sampler(sde, score, (n, *model.event_shape), generator=generator, device=torch_device,
+                            dtype=DTYPES[args.dtype], progress=show, **fixed, **options)  # fmt: skip
+                return cast(Tensor, x)
 
-        start = time.perf_counter()
-        _run_all(run, ctx, out, config, sample_chunk, torch_device, show)
-        distributed.barrier(ctx)
-        if ctx.is_main:
-            _finish(out, config, model, time.perf_counter() - start, args.evaluate)
+            start = time.perf_counter()
+            _run_all(run, ctx, out, config, sample_chunk, torch_device, show)
+            distributed.barrier(ctx)
+            if ctx.is_main:
+                _finish(out, config, model, time.perf_counter() - start, args.evaluate)
     finally:
         distributed.shutdown(ctx)
     return 0
@@ -264,8 +301,15 @@ def _run_all(run: Any, ctx: Any, out: Path, config: Any, sample_chunk: Any, devi
 
     try:
         run.run_chunks(out, config, sample_chunk, mine, device=device, warn=warn, on_chunk=lambda k, new: bar.update())
+    except ScoreError as error:  # the model broke the score contract: not the options' fault
+        raise UserError(f"--model {config.model!r}: {error}") from error
+    except MemoryError as error:  # refused up front by an estimate (steps beyond memory)
+        raise UserError(str(error)) from error
+    except (FloatingPointError, StepLimitError) as error:  # a non-finite state; an adaptive solve that stalled
+        raise UserError(f"sampling with {config.method!r} failed: {error}") from error
     except (ValueError, TypeError) as error:  # sampler options rejected at the call
-        raise UserError(f"sampler {config.method!r} rejected the options {config.options}: {error}") from error
+        given = f"the options {config.options}" if config.options else "its default options"
+        raise UserError(f"sampler {config.method!r} rejected {given}: {error}") from error
     finally:
         bar.close()
 
@@ -278,7 +322,7 @@ def _finish(out: Path, config: Any, model: Any, seconds: float, quality: bool) -
     print(f"{config.num} samples of {config.model!r} with {config.method!r} in {seconds:.1f} s")
     print(f"samples: {path}")
     print(f"grid:    {grid}" if grid else "grid:    (no picture for this event shape)")
-    for line in _quality(out, config) if quality else []:
+    for line in _quality(run.verify_samples(out, config), config) if quality else []:
         print(line)
 
 
@@ -330,41 +374,45 @@ def _mixture() -> GaussianMixture:
     return gmm2d.mixture()
 
 
-def _quality(out: Path, config: Any) -> list[str]:
-    """Quality lines for a finished run: FD-digits for digits, mixture metrics for gmm2d."""
-    from sdekit.app import run
-
+def _quality(samples: np.ndarray, config: Any) -> list[str]:
+    """Quality lines for a finished run's samples: FD-digits for digits, mixture metrics for gmm2d."""
     if config.model == "digits":
         from sdekit.app.models import digits, fd
 
-        with np.load(out / run.SAMPLES_FILE) as data:
-            images = digits.from_uint8(torch.from_numpy(data["samples"]))
+        if samples.dtype != np.uint8:
+            raise UserError(f"the digits samples are {samples.dtype}, not the uint8 pixels `sdekit sample` writes")
+        images = digits.from_uint8(torch.from_numpy(samples))
         value, floor = fd.fd_digits(images), fd.real_halves_fd()
         return [
             f"FD-digits {value:.3f} (n={len(images)} vs the 1797 real digits); "
             f"between two halves of the real data {floor:.3f} (ratio {value / floor:.2f})"
         ]
     if config.model == "gmm2d":
-        with np.load(out / run.SAMPLES_FILE) as data:
-            x = torch.from_numpy(data["samples"]).double()
-        return [str(evaluate(x, _mixture()))]
+        return [str(evaluate(torch.from_numpy(samples).double(), _mixture()))]
     return []
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """``sdekit eval --run OUT``: quality figures of a finished run."""
+    """``sdekit eval OUT``: quality figures of a finished run, refused if its files do not belong together."""
     from sdekit.app import run
 
-    config_path = args.run / run.CONFIG_FILE
-    if not config_path.is_file() or not (args.run / run.SAMPLES_FILE).is_file():
-        raise UserError(f"{str(args.run)!r} is not a finished run (needs {run.CONFIG_FILE} and {run.SAMPLES_FILE})")
-    stored = json.loads(config_path.read_text())
-    config = run.RunConfig(**stored)
-    lines = _quality(args.run, config)
-    print(f"run {args.run}: {config.num} samples of {config.model!r} with {config.method!r} {config.options}")
+    if args.run is not None and args.run_option is not None and args.run != args.run_option:
+        raise UserError(f"eval: two run folders given ({str(args.run)!r} and --run {str(args.run_option)!r})")
+    folder = args.run if args.run is not None else args.run_option
+    if folder is None:
+        raise UserError("eval: name the run folder, e.g. sdekit eval runs/digits")
+    if not (folder / run.CONFIG_FILE).is_file() or not (folder / run.SAMPLES_FILE).is_file():
+        raise UserError(f"{str(folder)!r} is not a finished run (needs {run.CONFIG_FILE} and {run.SAMPLES_FILE})")
+    config = run.read_config(folder / run.CONFIG_FILE)
+    lines = _quality(run.verify_samples(folder, config), config)
+    print(f"run {folder}: {config.num} samples of {config.model!r} with {config.method!r} {config.options}")
     for line in lines or ["no quality figures for a user model"]:
         print(line)
     return 0
+
+
+def _first_words(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200]
 
 
 def _first_line(obj: object) -> str:
@@ -448,7 +496,7 @@ def demo(num: int, steps: int, seed: int) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.num < 1 or args.steps < 2:
-        raise UserError("--num must be >= 1 and --steps >= 2")
+        raise UserError("--num-samples must be >= 1 and --steps >= 2")
     demo(args.num, args.steps, args.seed)
     return 0
 
@@ -472,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     keep_freed_memory()
     from sdekit.app.models import ModelError, WeightsError
-    from sdekit.app.run import RunError
+    from sdekit.app.run import RunError, StorageError
 
     args = _parser().parse_args(_normalise(sys.argv[1:] if argv is None else argv))
     try:
@@ -480,6 +528,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, ModelError, WeightsError, RunError) as error:
         print(f"sdekit: error: {error}", file=sys.stderr)
         return 2
+    except StorageError as error:  # the machine's fault, not the user's: exit 1
+        print(f"sdekit: error: {error.strerror}", file=sys.stderr)
+        return 1
+    except torch.OutOfMemoryError as error:
+        print(f"sdekit: error: out of memory ({_first_words(error)}); use a smaller --chunk", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # Finished chunks are on disk (written atomically); the run resumes from them.
         print("sdekit: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -13,26 +13,36 @@ Layout of ``OUT``::
 
     run.json        the full configuration and library version (checked on rerun)
     chunks/         chunk-00000.safetensors, … one per finished chunk, each with a SHA-256
-    samples.npz     all samples in chunk order (``samples``; uint8 images for image models)
+    samples.npz     all samples in chunk order (``samples``; uint8 images for image models), and
+                    ``sdekit.json``: the configuration's digest and the digest of its chunks
     grid.png        a picture of the samples
+    .lock           held (``flock``) by the process running in ``OUT``; a second one is refused
 
 Every file is written under a temporary name and renamed into place, so a killed run
-leaves only complete files. A rerun skips chunks that verify (shape, dtype, checksum,
+leaves only complete files; the temporary files a killed run leaves behind are removed by
+the next run, under the lock. A rerun skips chunks that verify (shape, dtype, checksum,
 configuration hash) and recomputes, with a warning, those that do not. A rerun with a
-different configuration is refused (:class:`RunError`): choose a new ``OUT``.
-Memory is bounded by one chunk: chunks are streamed into ``samples.npz``.
+different configuration is refused (:class:`RunError`): choose a new ``OUT``; so is a
+folder holding chunks or samples but no ``run.json`` (nothing says what they are).
+``sdekit eval`` refuses a ``samples.npz`` whose digests do not match ``run.json`` and the chunks.
+A write the machine fails (disk full, I/O error) raises :class:`StorageError`. Memory is
+bounded by one chunk: chunks are streamed into ``samples.npz``, and nothing is kept per chunk.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
 import os
+import shutil
+import socket
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +50,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sdekit.checks import check_nonnegative_int, check_positive_int
+from sdekit.checks import check_nonnegative_int, check_positive_int, format_bytes
 
 __all__ = [
     "RunConfig",
     "RunError",
+    "StorageError",
+    "lock",
+    "check_space",
+    "read_identity",
+    "verify_samples",
     "chunk_seed",
+    "chunk_size",
     "chunk_sizes",
     "chunk_path",
     "prepare_out",
@@ -59,13 +75,20 @@ __all__ = [
 CONFIG_FILE = "run.json"
 SAMPLES_FILE = "samples.npz"
 GRID_FILE = "grid.png"
+LOCK_FILE = ".lock"
+#: the member of ``samples.npz`` that says which configuration and which chunks it was written from.
+IDENTITY_MEMBER = "sdekit.json"
 #: keys of ``run.json`` that may differ between a run and its resumption.
 _VOLATILE = ("sdekit_version",)
 SampleFn = Callable[[int, int, torch.Generator], Tensor]
 
 
 class RunError(ValueError):
-    """A run that cannot proceed: unwritable ``OUT``, or ``OUT`` holding a run with another configuration."""
+    """A run that cannot proceed as asked: unwritable or busy ``OUT``, or ``OUT`` holding another run."""
+
+
+class StorageError(OSError):
+    """The machine failed a write (disk full, I/O error): nothing finished is lost; free space and rerun."""
 
 
 @dataclass
@@ -91,6 +114,27 @@ class RunConfig:
         check_positive_int("chunk", self.chunk)
         check_nonnegative_int("seed", self.seed)
 
+    @classmethod
+    def from_json(cls, text: str, source: str) -> RunConfig:
+        """The configuration stored in ``text`` (read from ``source``); :class:`RunError` if it is not one."""
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise RunError(f"{source!r} is not valid JSON ({error}); it is not a run configuration") from error
+        if not isinstance(data, dict):
+            raise RunError(f"{source!r} holds a JSON {type(data).__name__}, not a run configuration (an object)")
+        names = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(data) - names), sorted(n for n in _REQUIRED if n not in data)
+        if unknown or missing:
+            raise RunError(f"{source!r} is not a run configuration (unknown keys {unknown}, missing keys {missing})")
+        try:
+            config = cls(**data)
+        except (TypeError, ValueError) as error:
+            raise RunError(f"{source!r} is not a valid run configuration ({error})") from error
+        if not isinstance(config.shape, list) or not all(isinstance(n, int) and n >= 1 for n in config.shape):
+            raise RunError(f"{source!r} is not a valid run configuration (shape {config.shape!r})")
+        return config
+
     @property
     def num_chunks(self) -> int:
         return -(-self.num // self.chunk)
@@ -105,15 +149,23 @@ class RunConfig:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
 
 
+_REQUIRED = tuple(f.name for f in fields(RunConfig) if f.default is MISSING and f.default_factory is MISSING)
+
+
 def chunk_seed(seed: int, k: int) -> int:
     """The 63-bit seed of chunk ``k``'s generator, derived from ``(seed, k)`` by NumPy's SeedSequence."""
     words = np.random.SeedSequence([seed, k]).generate_state(2, np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
 
 
+def chunk_size(num: int, chunk: int, k: int) -> int:
+    """The size of chunk ``k`` of a ``num``-sample run: ``chunk``, or the remainder for the last one."""
+    return min(chunk, num - k * chunk)
+
+
 def chunk_sizes(num: int, chunk: int) -> list[int]:
-    """Sizes of the chunks of a ``num``-sample run: ``chunk`` each, the last one the remainder."""
-    return [min(chunk, num - start) for start in range(0, num, chunk)]
+    """Sizes of all the chunks of a ``num``-sample run (a list as long as the run has chunks)."""
+    return [chunk_size(num, chunk, k) for k in range(-(-num // chunk))]
 
 
 def chunk_path(out: Path, k: int) -> Path:
@@ -122,24 +174,97 @@ def chunk_path(out: Path, k: int) -> Path:
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place (atomic on POSIX)."""
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place (atomic on POSIX).
+
+    An ``OSError`` on the way (disk full, I/O error) becomes a :class:`StorageError` naming the file.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as error:
+        raise _storage_error(path, error) from error
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _storage_error(path: Path, error: OSError) -> StorageError:
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    what = "the disk is full" if full else error.strerror or str(error)
+    message = f"cannot write {str(path)!r}: {what}; finished chunks are kept: fix it, then rerun the same command"
+    return StorageError(error.errno, message)
+
+
+def _tmp_files(out: Path) -> list[Path]:
+    return [*out.glob(".*.tmp"), *(out / "chunks").glob(".*.tmp")]
+
+
+@contextmanager
+def lock(out: Path) -> Iterator[None]:
+    """Hold ``OUT/.lock`` exclusively for the block, and remove the temporary files a killed run left.
+
+    A second process is refused with :class:`RunError` naming the holder. The lock is the
+    kernel's (``flock``): it ends with the process however the process ends, SIGKILL included.
+    Where ``fcntl`` does not exist (Windows) the block runs unlocked.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise RunError(f"cannot write to output folder {str(out)!r}: {error.strerror or error}") from error
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            raise RunError(
+                f"{str(out)!r} is in use by {holder}; wait for it to finish, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"sdekit pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        for tmp in _tmp_files(out):  # debris of a killed run: under the lock, nobody else is writing
+            tmp.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def check_space(out: Path, config: RunConfig, stored_itemsize: int) -> None:
+    """Refuse a run whose chunks and ``samples.npz`` (``stored_itemsize`` bytes a value) cannot fit on the disk."""
+    values = config.num * int(np.prod(config.shape, dtype=np.int64))
+    itemsize = torch.empty((), dtype=getattr(torch, config.dtype)).element_size()
+    existing = sum(p.stat().st_size for p in (out / "chunks").glob("chunk-*.safetensors"))
+    need = values * (itemsize + stored_itemsize) - existing
+    free = shutil.disk_usage(out).free
+    if need > free:
+        raise RunError(
+            f"--num-samples {config.num} of shape {tuple(config.shape)} needs about {format_bytes(need)} of disk "
+            f"in {str(out)!r} (chunks and samples.npz); {format_bytes(free)} is free: ask for fewer samples, "
+            "or choose another --out"
+        )
 
 
 def prepare_out(out: Path, config: RunConfig, *, write: bool = True) -> None:
     """Create ``OUT`` (and ``OUT/chunks``), refuse a different existing configuration, write ``run.json``.
 
-    A stored configuration is only binding once a chunk is finished: a run that failed
-    before its first chunk (say, on a bad sampler option) can be rerun with other options.
+    A stored configuration is only binding once a chunk or ``samples.npz`` exists: a run that
+    failed before its first chunk (say, on a bad sampler option) can be rerun with other
+    options. Chunks or samples without a ``run.json`` are refused: nothing says what they are.
     With ``write=False`` (ranks other than 0) only the check is made.
     """
     path = out / CONFIG_FILE
-    binding = path.exists() and _has_chunks(out)  # a run with no finished chunk has nothing to protect
+    results = _has_chunks(out) or (out / SAMPLES_FILE).exists()  # a run with no result has nothing to protect
+    if results and not path.exists():
+        raise RunError(
+            f"{str(out)!r} holds chunks or samples but no {CONFIG_FILE}, so nothing says what they are; "
+            "choose another --out (or delete the folder to start again)"
+        )
+    binding = results
     if binding:
         _check_same(path, config)
     if not write:
@@ -158,11 +283,7 @@ def _has_chunks(out: Path) -> bool:
 
 
 def _check_same(path: Path, config: RunConfig) -> None:
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise RunError(f"{str(path)!r} exists but is not a readable run configuration ({error})") from error
-    stored = {k: v for k, v in stored.items() if k not in _VOLATILE}
+    stored = read_config(path).identity()
     current = config.identity()
     diff = [
         f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now"
@@ -176,6 +297,15 @@ def _check_same(path: Path, config: RunConfig) -> None:
         )
 
 
+def read_config(path: Path) -> RunConfig:
+    """The configuration in ``path`` (a ``run.json``); :class:`RunError` if unreadable or not one."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise RunError(f"{str(path)!r} is not a readable run configuration ({error})") from error
+    return RunConfig.from_json(text, str(path))
+
+
 def load_chunk(out: Path, config: RunConfig, k: int, *, warn: Callable[[str], None] | None = None) -> Tensor | None:
     """Chunk ``k`` if its file exists and verifies; None (with a warning if it existed but was bad) otherwise."""
     from safetensors import safe_open
@@ -183,7 +313,7 @@ def load_chunk(out: Path, config: RunConfig, k: int, *, warn: Callable[[str], No
     path = chunk_path(out, k)
     if not path.exists():
         return None
-    expected = (chunk_sizes(config.num, config.chunk)[k], *config.shape)
+    expected = (chunk_size(config.num, config.chunk, k), *config.shape)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("sdekit", "{}"))
@@ -217,12 +347,14 @@ def _warn(message: str) -> None:
 
 def save_chunk(out: Path, config: RunConfig, k: int, x: Tensor) -> None:
     """Write chunk ``k`` atomically, stamped with its index, the configuration digest and a SHA-256."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     x = x.detach().cpu().contiguous()
     meta = {"chunk": k, "config": config.digest(), "sha256": _sha256(x)}
-    # one metadata key: safetensors writes several in a random order, and chunk files should be reproducible too
-    atomic_write(chunk_path(out, k), lambda tmp: save_file({"samples": x}, str(tmp), {"sdekit": json.dumps(meta)}))
+    # one metadata key: safetensors writes several in a random order, and chunk files should be reproducible too.
+    # Serialised in memory (one chunk) and written by Python, so a full disk is an OSError like any other.
+    data = save({"samples": x}, {"sdekit": json.dumps(meta)})
+    atomic_write(chunk_path(out, k), lambda tmp: tmp.write_bytes(data))
 
 
 def run_chunks(
@@ -241,13 +373,12 @@ def run_chunks(
     number from ``generator`` (seeded by :func:`chunk_seed`). ``on_chunk(k, computed)`` is
     called after each chunk, e.g. to advance a progress bar.
     """
-    sizes = chunk_sizes(config.num, config.chunk)
     computed = []
     for k in chunks:
         done = load_chunk(out, config, k, warn=warn) is not None
         if not done:
             generator = torch.Generator(device=device).manual_seed(chunk_seed(config.seed, k))
-            x = sample_fn(k, sizes[k], generator)
+            x = sample_fn(k, chunk_size(config.num, config.chunk, k), generator)
             save_chunk(out, config, k, x)
             computed.append(k)
         if on_chunk is not None:
@@ -255,35 +386,120 @@ def run_chunks(
     return computed
 
 
-def iter_chunks(out: Path, config: RunConfig) -> Iterator[Tensor]:
-    """The finished chunks in order; raises :class:`RunError` if one is missing or does not verify."""
+def iter_chunks(out: Path, config: RunConfig, digests: list[str] | None = None) -> Iterator[Tensor]:
+    """The finished chunks in order; raises :class:`RunError` if one is missing or does not verify.
+
+    With ``digests`` (a list), each chunk's SHA-256 is appended to it as the chunk is read.
+    """
     for k in range(config.num_chunks):
         x = load_chunk(out, config, k)
         if x is None:
             raise RunError(f"chunk {k} of {str(out)!r} is missing or corrupt: rerun the sample command to finish it")
+        if digests is not None:
+            digests.append(_sha256(x))
         yield x
+
+
+def _chunks_digest(digests: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
 def write_samples(out: Path, config: RunConfig, convert: Callable[[Tensor], np.ndarray]) -> Path:
     """Stream every chunk, through ``convert``, into ``OUT/samples.npz`` (array ``samples``), atomically.
 
-    Only one chunk is in memory at a time. The zip entry has a fixed timestamp, so
-    equal samples give a byte-identical file.
+    Only one chunk is in memory at a time. The archive also holds ``sdekit.json``: the
+    configuration's digest and the digest of the chunks it was made from, which
+    :func:`verify_samples` checks. Zip entries have a fixed timestamp, so equal samples give
+    a byte-identical file.
     """
     path = out / SAMPLES_FILE
-    atomic_write(path, lambda tmp: _write_npz(tmp, config, (convert(x) for x in iter_chunks(out, config))))
+
+    def write(tmp: Path) -> None:
+        digests: list[str] = []
+        arrays = (convert(x) for x in iter_chunks(out, config, digests))
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+            _write_npy(archive, config, arrays)
+            identity = {
+                "config_sha256": config.digest(),
+                "chunks": len(digests),
+                "chunks_sha256": _chunks_digest(digests),
+            }
+            archive.writestr(_entry(IDENTITY_MEMBER), json.dumps(identity, sort_keys=True) + "\n")
+
+    atomic_write(path, write)
     return path
 
 
-def _write_npz(path: Path, config: RunConfig, arrays: Iterator[np.ndarray]) -> None:
+def _entry(name: str) -> zipfile.ZipInfo:
+    return zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+
+
+def _write_npy(archive: zipfile.ZipFile, config: RunConfig, arrays: Iterator[np.ndarray]) -> None:
     first = next(arrays)
     header = {
         "descr": np.lib.format.dtype_to_descr(first.dtype),
         "fortran_order": False,
         "shape": (config.num, *first.shape[1:]),
     }
-    entry = zipfile.ZipInfo("samples.npy", date_time=(1980, 1, 1, 0, 0, 0))
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive, archive.open(entry, "w", force_zip64=True) as f:
+    with archive.open(_entry("samples.npy"), "w", force_zip64=True) as f:
         np.lib.format.write_array_header_1_0(f, header)
         for array in itertools.chain([first], arrays):
             f.write(np.ascontiguousarray(array, dtype=first.dtype).tobytes())
+
+
+def read_identity(path: Path) -> dict[str, Any]:
+    """The ``sdekit.json`` member of a ``samples.npz``; :class:`RunError` if the file is not one sdekit wrote."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if "samples.npy" not in names or IDENTITY_MEMBER not in names:
+                raise RunError(f"{str(path)!r} was not written by `sdekit sample` (it has no {IDENTITY_MEMBER})")
+            identity = json.loads(archive.read(IDENTITY_MEMBER))
+    except (OSError, zipfile.BadZipFile, ValueError, KeyError) as error:
+        raise RunError(f"{str(path)!r} is not a readable samples file ({type(error).__name__}: {error})") from error
+    if not isinstance(identity, dict):
+        raise RunError(f"{str(path)!r} has a malformed {IDENTITY_MEMBER}")
+    return identity
+
+
+def verify_samples(out: Path, config: RunConfig) -> np.ndarray:
+    """``OUT/samples.npz``'s samples, checked against ``config`` and against the chunks still in ``OUT``.
+
+    Refused (:class:`RunError`) when the file was written for another configuration, from other
+    chunks, with another shape, or is truncated: figures computed from it would lie.
+    """
+    path = out / SAMPLES_FILE
+    identity = read_identity(path)
+    if identity.get("config_sha256") != config.digest():
+        raise RunError(
+            f"{str(path)!r} was written by a run with another configuration than {CONFIG_FILE} says; "
+            "rerun the sample command to rewrite it"
+        )
+    digests = _stored_chunk_digests(out, config)
+    if digests is not None and identity.get("chunks_sha256") != _chunks_digest(digests):
+        raise RunError(f"{str(path)!r} does not hold the chunks in {str(out / 'chunks')!r}; rerun the sample command")
+    try:
+        with np.load(path) as data:
+            samples = data["samples"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+        raise RunError(f"{str(path)!r} is truncated or corrupt ({type(error).__name__}: {error})") from error
+    if samples.shape != (config.num, *config.shape):
+        raise RunError(f"{str(path)!r} holds shape {samples.shape}, but the run is {(config.num, *config.shape)}")
+    return samples
+
+
+def _stored_chunk_digests(out: Path, config: RunConfig) -> list[str] | None:
+    """The SHA-256 each chunk file records, in order; None if any chunk file is gone (nothing to compare)."""
+    from safetensors import safe_open
+
+    digests = []
+    for k in range(config.num_chunks):
+        path = chunk_path(out, k)
+        if not path.exists():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                digests.append(json.loads((f.metadata() or {}).get("sdekit", "{}")).get("sha256", ""))
+        except Exception as error:  # an unreadable chunk file: say so rather than compare
+            raise RunError(f"chunk {k} ({path}) is unreadable ({error}); rerun the sample command") from error
+    return digests

@@ -23,6 +23,7 @@ from sdekit.solvers.correctors import (
 from sdekit.solvers.exponential import DPMSolverPP, DPMSolverPP2M, DPMSolverPP3M, SDEDPMSolverPP2M
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
 from sdekit.solvers.info import SampleInfo
+from sdekit.solvers.loop import StepLimitError
 from sdekit.solvers.method import Callback, Configurable, Integrator
 from sdekit.solvers.ode import ODE_METHODS, RK4, Euler, ExplicitRungeKutta, Heun, RungeKutta
 from sdekit.solvers.predictor_corrector import PredictorCorrector
@@ -51,6 +52,7 @@ __all__ = [
     "Method",
     "Callback",
     "SampleInfo",
+    "StepLimitError",
     "sde_methods",
     "ode_methods",
     "sde_method",

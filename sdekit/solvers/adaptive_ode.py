@@ -61,7 +61,7 @@ from sdekit.solvers.active_set import ActiveSet, next_check
 from sdekit.solvers.controllers import PIController, StepSizeController
 from sdekit.solvers.grid_stepper import weighted_sum
 from sdekit.solvers.info import SampleInfo
-from sdekit.solvers.loop import run_loop
+from sdekit.solvers.loop import StepLimitError, run_loop
 from sdekit.solvers.method import Callback, Integrator, keyword_defaults
 from sdekit.solvers.ode_backends import check_backend_method, solve_scipy, solve_torchdiffeq
 from sdekit.solvers.tableaus import BOSH3, DOPRI5, HEUN_EULER, ButcherTableau, fsal_hermite_dense
@@ -128,6 +128,18 @@ def _check_call(
     if t0 == t1:
         raise ValueError(f"t1 must differ from t0, got t0 = t1 = {t0!r}")
     _check_options(method, backend, rtol, atol, error_norm)
+    resolution = RESOLVABLE * torch.finfo(y0.dtype).eps
+    if rtol < resolution:  # the error estimate is rounding noise of this size: the step would shrink forever
+        raise ValueError(
+            f"rtol={rtol:g} is finer than a {str(y0.dtype).removeprefix('torch.')} state can resolve (eps "
+            f"{torch.finfo(y0.dtype).eps:.1e}): use rtol >= {resolution:.1e}, or a float32 state"
+        )
+
+
+#: The finest rtol an adaptive solve accepts, in units of the state dtype's eps: below it the
+#: embedded error estimate is dominated by rounding and no step is ever accepted (seen with
+#: float16 and the default rtol 1e-5: max_steps reached at t = 1).
+RESOLVABLE = 10
 
 
 def _check_options(method: str, backend: str, rtol: float, atol: float, error_norm: str) -> None:
@@ -365,7 +377,7 @@ class _NativeSolver:
             if state.y.shape[0] == 0:
                 self.finished = True
             elif self.iterations >= self.max_steps:
-                raise RuntimeError(
+                raise StepLimitError(
                     f"max_steps={self.max_steps} iterations reached with {state.y.shape[0]} samples unfinished "
                     f"(slowest at t = {float(state.t[(self.t1 - state.t).abs().argmax()]):.6g}); "
                     "raise max_steps or loosen rtol/atol"
@@ -473,7 +485,7 @@ def solve_ivp_batched(
             [t0, t1]; the result then has shape (len(t_eval), *y0.shape).
         backend: ``"native"`` (batched, per-sample control), ``"torchdiffeq"`` or ``"scipy"``.
         h_init: first step size (magnitude); by default estimated per sample (one extra call).
-        max_steps: iteration limit; ``RuntimeError`` beyond it.
+        max_steps: iteration limit; :class:`~sdekit.solvers.loop.StepLimitError` (a RuntimeError) beyond it.
         error_norm: ``"sample"`` (each sample controls its own steps) or ``"batch"`` (one RMS over
             the whole batch, steps shared — the behaviour of torchdiffeq and scipy; native only).
         controller: the step-size controller (:mod:`sdekit.solvers.controllers`; default :class:`PIController`).

@@ -69,7 +69,7 @@ from sdekit.solvers.active_set import ActiveSet
 from sdekit.solvers.brownian import BrownianTree
 from sdekit.solvers.controllers import GottaGoFast, StepSizeController
 from sdekit.solvers.info import SampleInfo
-from sdekit.solvers.loop import run_loop
+from sdekit.solvers.loop import StepLimitError, run_loop
 from sdekit.solvers.method import Callback, Integrator, keyword_defaults
 from sdekit.solvers.score_calls import gaussian_like
 
@@ -79,7 +79,7 @@ __all__ = ["AdaptiveSDE", "ERROR_NORMS", "adaptive_sde_sample"]
 #: this raises FloatingPointError (the error estimate of the pair shrinks like h^(3/2), so a
 #: finite, smooth score never gets here; a non-smooth or exploding one does).
 H_MIN_FRACTION = 1e-10
-#: Iterations after which the solver gives up (RuntimeError); default tolerances need ~100.
+#: Iterations after which the solver gives up (StepLimitError, a RuntimeError); default tolerances need ~100.
 MAX_ITERATIONS = 100_000
 
 
@@ -228,7 +228,7 @@ def adaptive_sde_sample(
 
     Raises ``FloatingPointError`` (naming the time) on a non-finite proposal or when a
     sample cannot meet the tolerance with a step above ``H_MIN_FRACTION · (T − eps)``,
-    ``RuntimeError`` after ``MAX_ITERATIONS`` iterations.
+    :class:`~sdekit.solvers.loop.StepLimitError` after ``MAX_ITERATIONS`` iterations.
     """
     control = _controller(sde, x, eps, rtol, atol, h_init, safety, exponent, norm, error_use_prev, extrapolate)
     if callback is not None and not callable(callback):
@@ -278,7 +278,7 @@ class _AdaptiveRun:
         """One iteration for every active sample, then the status read-back, the checks and the compaction."""
         state, control = self.state, self.control
         if self.iterations == MAX_ITERATIONS:
-            raise RuntimeError(
+            raise StepLimitError(
                 f"adaptive SDE solver: {state.index.numel()} samples unfinished after {MAX_ITERATIONS} "
                 f"iterations (the latest at t = {float(state.t.max()):.6g}); loosen rtol/atol"
             )

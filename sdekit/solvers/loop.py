@@ -19,6 +19,11 @@ from tqdm.auto import tqdm
 from sdekit.sde import time_checks
 from sdekit.solvers.method import Callback
 
+
+class StepLimitError(RuntimeError):
+    """An adaptive solve that reached its iteration limit with samples unfinished (the message says where)."""
+
+
 __all__ = ["Run", "run_loop"]
 
 

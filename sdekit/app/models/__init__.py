@@ -125,8 +125,10 @@ def _resolve(spec: str) -> Callable[[], Any]:
         raise ModelError(f"--model {spec!r}: expected module:callable, e.g. mypkg.models:make")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ModelError(f"--model {spec!r}: cannot import module {module_name!r} ({error})") from error
+    except Exception as error:  # user code: a SyntaxError or a failing import is reported in one line
+        raise ModelError(
+            f"--model {spec!r}: cannot import module {module_name!r} ({type(error).__name__}: {_one_line(error)})"
+        ) from error
     factory = module
     for part in attr.split("."):
         if not hasattr(factory, part):
@@ -141,7 +143,7 @@ def _call(spec: str, factory: Callable[[], Any], device: torch.device, dtype: to
     try:
         result = factory()
     except Exception as error:  # user code: report it in one line
-        raise ModelError(f"--model {spec!r}: calling it raised {type(error).__name__}: {error}") from error
+        raise ModelError(f"--model {spec!r}: calling it raised {type(error).__name__}: {_one_line(error)}") from error
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], SDE) and callable(result[1])):
         raise ModelError(
             f"--model {spec!r}: the callable must return (sde, score) with sde a sdekit SDE, got {result!r:.200}"
@@ -150,3 +152,10 @@ def _call(spec: str, factory: Callable[[], Any], device: torch.device, dtype: to
     if isinstance(score, torch.nn.Module):
         score = score.to(device=device, dtype=dtype)
     return sde, score
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's message on one line (a SyntaxError's says where)."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"{error.msg} ({error.filename}, line {error.lineno})"
+    return " ".join(str(error).split())

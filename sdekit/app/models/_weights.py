@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["WeightsError", "load_weights"]
+__all__ = ["WeightsError", "load_weights", "load_into"]
 
 
 class WeightsError(ValueError):
@@ -44,3 +44,23 @@ def _load_torch(path: Path) -> dict[str, Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise WeightsError(f"{str(path)!r} does not hold a state dict of tensors")
     return state
+
+
+def load_into(model: torch.nn.Module, path: str | Path) -> None:
+    """Load the state dict in ``path`` into ``model``; :class:`WeightsError` in one line if it does not fit."""
+    state = load_weights(path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    reshaped = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or reshaped:
+        problems = [
+            f"{len(keys)} {what} (e.g. {keys[0]!r})"
+            for keys, what in ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape"))
+            if keys
+        ]
+        raise WeightsError(
+            f"{str(path)!r} holds weights of another architecture than {type(model).__name__}: "
+            f"{', '.join(problems)} tensors"
+        )
+    model.load_state_dict(state)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as nnf
 
-from sdekit.app.models._weights import load_weights
+from sdekit.app.models._weights import load_into
 
 __all__ = ["DigitsUNet", "DigitClassifier", "load", "load_classifier", "load_data", "NUM_TIMESTEPS", "to_uint8"]
 
@@ -154,14 +154,14 @@ class DigitClassifier(nn.Module):
 def load_unet(path: str | Path | None = None, device: torch.device | str = "cpu") -> DigitsUNet:
     """The trained UNet (shipped weights unless ``path``), in eval mode with gradients off."""
     model = DigitsUNet()
-    model.load_state_dict(load_weights(path or weights_path(UNET_FILE)))
+    load_into(model, path or weights_path(UNET_FILE))
     return model.to(device).eval().requires_grad_(False)
 
 
 def load_classifier(path: str | Path | None = None, device: torch.device | str = "cpu") -> DigitClassifier:
     """The trained feature classifier of FD-digits, in eval mode with gradients off."""
     model = DigitClassifier()
-    model.load_state_dict(load_weights(path or weights_path(CLASSIFIER_FILE)))
+    load_into(model, path or weights_path(CLASSIFIER_FILE))
     return model.to(device).eval().requires_grad_(False)
 
 
