@@ -78,7 +78,18 @@ def test_methods_and_options_reach_the_samplers(
 
 
 def test_user_model(user_module: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["sample", "--model", f"{user_module}:good", "--shape", "3", *FAST, "--num-samples", "5", "--out", str(tmp_path)]
+    args = [
+        "sample",
+        "--model",
+        f"{user_module}:good",
+        "--shape",
+        "3",
+        *FAST,
+        "--num-samples",
+        "5",
+        "--out",
+        str(tmp_path),
+    ]
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     assert np.load(tmp_path / SAMPLES_FILE)["samples"].shape == (5, 3)

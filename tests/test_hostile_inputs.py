@@ -77,7 +77,9 @@ def test_an_empty_out_folder_name_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code = main(["sample", "--model", "gmm2d", "--num-samples", "4", "--steps", "3", "--quiet", "--no-eval", "--out", ""])
+    code = main(
+        ["sample", "--model", "gmm2d", "--num-samples", "4", "--steps", "3", "--quiet", "--no-eval", "--out", ""]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.strip().splitlines() == [
         "sdekit: error: --out '': give the output folder a name, e.g. --out runs/digits (or leave --out out)"
@@ -154,7 +156,18 @@ def test_arguments_a_method_would_ignore_or_misread_are_refused(call, error, mes
 def test_cli_options_that_would_be_misread_are_one_line(
     options: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["sample", "--model", "gmm2d", "--num-samples", "4", "--quiet", "--no-eval", "--out", str(tmp_path / "r"), *options]
+    args = [
+        "sample",
+        "--model",
+        "gmm2d",
+        "--num-samples",
+        "4",
+        "--quiet",
+        "--no-eval",
+        "--out",
+        str(tmp_path / "r"),
+        *options,
+    ]
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
