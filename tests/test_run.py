@@ -128,3 +128,25 @@ def test_torchrun_two_processes_is_bit_identical(reference: Path, tmp_path: Path
     assert result.returncode == 0, result.stderr[-2000:]
     assert npz_bytes(tmp_path) == npz_bytes(reference)
     assert (tmp_path / run.GRID_FILE).exists()
+
+
+def test_procs_removes_only_its_own_flag() -> None:
+    from sdekit.app.cli import _without_procs
+
+    assert _without_procs(["sample", "--procs", "2", "-n", "4", "--procs=3", "--out", "o"]) == [
+        "sample", "-n", "4", "--out", "o"
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_procs_launches_workers_bit_identical_and_a_worker_error_is_one_line(reference: Path, tmp_path: Path) -> None:
+    """`sdekit sample --procs 2` is torchrun's launcher without torchrun's report: same bytes; one line on error."""
+    command = [sys.executable, "-m", "sdekit", "sample", *GMM, "-n", "300", "--chunk", "64", "--procs", "2"]
+    result = subprocess.run([*command, "--out", str(tmp_path / "ok")], env=ENV, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert npz_bytes(tmp_path / "ok") == npz_bytes(reference)
+    result = subprocess.run([*command, "--option", "bogus=1", "--out", str(tmp_path / "bad")], env=ENV,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "takes no option(s) bogus" in lines[0], result.stderr

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -118,6 +120,9 @@ def _sample_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1); CPU bits depend on it")
     p.add_argument("--shape", default=None, help="event shape of a module:callable model, e.g. 2 or 3,32,32")
     p.add_argument("--weights", default=None, help="digits UNet weights: .safetensors, or .pt (weights_only=True)")
+    p.add_argument(
+        "--procs", type=int, default=1, help="processes on this machine (default 1): launches them itself, as torchrun"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the quality figures at the end")
     for name, (kind, help_text) in SAMPLER_FLAGS.items():
@@ -261,6 +266,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         weights=args.weights, weights_sha256=model.weights_digest(args.weights), threads=args.threads,
         sdekit_version=__version__,
     )  # fmt: skip
+    if args.procs < 1:
+        raise UserError(f"--procs must be >= 1, got {args.procs}")
+    if args.procs > 1 and "WORLD_SIZE" not in os.environ:  # validated above: launch the workers
+        return _launch(args.procs, _without_procs(args.argv))
     torch.set_num_threads(args.threads)  # CPU reductions round differently with other thread counts
     ctx = distributed.init(device)
     try:
@@ -286,6 +295,64 @@ def cmd_sample(args: argparse.Namespace) -> int:
     finally:
         distributed.shutdown(ctx)
     return 0
+
+
+#: Set for the workers that ``--procs`` launches: the folder where each leaves its final line.
+LAUNCHED_BY_SDEKIT = "SDEKIT_LAUNCH_REPORTS"
+
+
+def _without_procs(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--procs N`` (or ``--procs=N``) removed: what each worker runs."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--procs":
+            skip = True
+        elif not item.startswith("--procs="):
+            kept.append(item)
+    return kept
+
+
+def _launch(procs: int, argv: list[str]) -> int:
+    """Run ``python -m sdekit ARGV`` in ``procs`` workers through torch.distributed's launcher (torchrun's).
+
+    The same as ``torchrun --standalone --nproc-per-node PROCS -m sdekit ARGV``, except that a
+    worker's failure ends in its own one-line message and exit status, not in torchrun's report.
+    """
+    import logging
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the workers speak for themselves
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=procs, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="sdekit-launch-") as reports:
+        os.environ[LAUNCHED_BY_SDEKIT] = reports  # inherited by the workers: where they leave their last line
+        try:
+            elastic_launch(config, sys.executable)("-m", "sdekit", *argv)
+        except ChildFailedError as error:
+            # ranks stopped by a peer's failure exit 1 (silently), so prefer another status
+            codes = [error.failures[rank].exitcode for rank in sorted(error.failures)]
+            return next((code for code in codes if code > 1), 1)
+        except SignalException:  # Ctrl-C (or SIGTERM) reached the launcher; the workers were stopped
+            if not _reports(reports):
+                print("sdekit: interrupted; rerun the same command to resume", file=sys.stderr)
+            return 130
+        finally:
+            del os.environ[LAUNCHED_BY_SDEKIT]
+            for line in dict.fromkeys(_reports(reports)):  # each distinct line once, in rank order
+                print(line, file=sys.stderr)
+    return 0
+
+
+def _reports(folder: str) -> list[str]:
+    return [line for path in sorted(Path(folder).iterdir()) for line in path.read_text().splitlines()]
 
 
 def _run_all(run: Any, ctx: Any, out: Path, config: Any, sample_chunk: Any, device: torch.device, show: bool) -> None:
@@ -519,22 +586,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sdekit: error: {error}", file=sys.stderr)
         return 2
     keep_freed_memory()
+    from sdekit.app.distributed import PeerError
     from sdekit.app.models import ModelError, WeightsError
     from sdekit.app.run import RunError, StorageError
 
-    args = _parser().parse_args(_normalise(sys.argv[1:] if argv is None else argv))
+    argv = _normalise(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    args.argv = argv
     try:
         return COMMANDS[args.command](args)
     except (UserError, ModelError, WeightsError, RunError) as error:
-        print(f"sdekit: error: {error}", file=sys.stderr)
+        _report(f"sdekit: error: {error}")
         return 2
     except StorageError as error:  # the machine's fault, not the user's: exit 1
-        print(f"sdekit: error: {error.strerror}", file=sys.stderr)
+        _report(f"sdekit: error: {error.strerror}")
+        return 1
+    except PeerError as error:
+        if LAUNCHED_BY_SDEKIT not in os.environ:  # under --procs the failing rank's line is the one line
+            _report(f"sdekit: error: {error}")
         return 1
     except torch.OutOfMemoryError as error:
-        print(f"sdekit: error: out of memory ({_first_words(error)}); use a smaller --chunk", file=sys.stderr)
+        _report(f"sdekit: error: out of memory ({_first_words(error)}); use a smaller --chunk")
         return 1
     except KeyboardInterrupt:
         # Finished chunks are on disk (written atomically); the run resumes from them.
-        print("sdekit: interrupted; rerun the same command to resume", file=sys.stderr)
+        _report("sdekit: interrupted; rerun the same command to resume")
         return 130
+
+
+def _report(line: str) -> None:
+    """Print the final line to stderr; a worker of ``--procs`` hands it to the launcher, which prints each once."""
+    folder = os.environ.get(LAUNCHED_BY_SDEKIT)
+    if folder:
+        with open(Path(folder) / f"rank-{int(os.environ.get('RANK', '0')):05d}", "a") as f:
+            f.write(line + "\n")
+    else:
+        print(line, file=sys.stderr)

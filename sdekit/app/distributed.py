@@ -14,7 +14,11 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["Context", "init", "my_chunks", "barrier", "shutdown"]
+__all__ = ["Context", "PeerError", "init", "my_chunks", "barrier", "shutdown"]
+
+
+class PeerError(RuntimeError):
+    """Another process of this run failed (and printed why): this one stops at the next barrier."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,13 @@ def my_chunks(ctx: Context, num_chunks: int) -> range:
 def barrier(ctx: Context) -> None:
     """Wait for every rank (no-op for one process)."""
     if ctx.world > 1:
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as error:  # gloo/NCCL: the connection to a rank that exited was closed
+            raise PeerError(
+                f"rank {ctx.rank}: another process of this run failed (its message is above); "
+                "rerun the same command to resume"
+            ) from error
 
 
 def shutdown(ctx: Context) -> None:
