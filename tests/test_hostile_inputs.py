@@ -252,3 +252,16 @@ def test_torchsde_in_bfloat16_finishes_at_the_default_steps(method: str) -> None
     x = sample(VPSDE(), score, (2, 2), method=f"torchsde:{method}", dtype=torch.bfloat16, steps=1000,
                generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert x.dtype == torch.bfloat16 and bool(torch.isfinite(x).all())
+
+
+@pytest.mark.parametrize("adapter", ["ddpm.EpsilonScore", "x0.DataScore", "v.VelocityScore"])
+def test_prediction_adapters_refuse_the_noise_free_time(adapter: str) -> None:
+    """At t = 0 a VP SDE has σ = 0: the x0 and v conversions divide by it (they returned NaN)."""
+    import importlib
+
+    module, name = adapter.split(".")
+    cls = getattr(importlib.import_module(f"sdekit.adapters.{module}"), name)
+    score = cls(lambda x, t: torch.zeros_like(x), VPSDE())
+    with pytest.raises(ValueError, match=f"{name}: t = 0 is noise level σ = 0"):
+        score(torch.ones(3, 2), torch.tensor([0.5, 0.0, 0.2]))
+    assert bool(torch.isfinite(score(torch.ones(3, 2), torch.full((3,), 1e-3))).all())
