@@ -9,7 +9,6 @@ broadcast the same way as the library.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -87,12 +86,7 @@ def available_memory() -> int | None:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    if hasattr(os, "sysconf"):
-        try:
-            return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError):
-            return None
-    return None
+    return None  # free pages alone (sysconf) would miss the reclaimable cache and refuse good requests
 
 
 def format_bytes(n: float) -> str:
@@ -104,11 +98,15 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+class EstimateError(MemoryError):
+    """A request refused up front because its estimated memory exceeds what is available (a user's choice)."""
+
+
 def check_fits(what: str, need: int, advice: str) -> None:
-    """Refuse up front a request whose host memory ``need`` (bytes, an estimate) exceeds what is available."""
+    """Refuse up front (:class:`EstimateError`) a request whose host memory ``need`` (bytes) exceeds what is free."""
     have = available_memory()
     if have is not None and need > have:
-        raise MemoryError(
+        raise EstimateError(
             f"{what} would need about {format_bytes(need)} of host memory; {format_bytes(have)} is available: {advice}"
         )
 

@@ -265,3 +265,12 @@ def test_prediction_adapters_refuse_the_noise_free_time(adapter: str) -> None:
     with pytest.raises(ValueError, match=f"{name}: t = 0 is noise level σ = 0"):
         score(torch.ones(3, 2), torch.tensor([0.5, 0.0, 0.2]))
     assert bool(torch.isfinite(score(torch.ones(3, 2), torch.full((3,), 1e-3))).all())
+
+
+def test_float32_keeps_fine_tolerances() -> None:
+    """The resolution check is for half precision: float32 at rtol 1e-6 (a usual likelihood setting) runs."""
+    x = ode_sample(VPSDE(), lambda x, t: -x, (2, 2), method="dopri5", rtol=1e-6, atol=1e-6,
+                   generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert bool(torch.isfinite(x).all())
+    logp = log_likelihood(VPSDE(), lambda x, t: -x, torch.zeros(2, 2), rtol=1e-6, atol=1e-6)
+    assert bool(torch.isfinite(logp).all())

@@ -112,7 +112,7 @@ def test_samples_not_made_from_the_chunks_present_are_refused(finished: Path, tm
         (lambda out: (out / run.SAMPLES_FILE).write_bytes((out / run.SAMPLES_FILE).read_bytes()[:300]),
          "is not a readable samples file"),
         (lambda out: np.savez(out / run.SAMPLES_FILE, samples=np.zeros((40, 2), np.float32)),
-         "was not written by `sdekit sample` (it has no sdekit.json)"),
+         "has no sdekit.json (written by another program or an older sdekit)"),
     ],
     ids=["run.json-list", "run.json-not-json", "run.json-missing-keys", "truncated-npz", "foreign-npz"],
 )  # fmt: skip
@@ -234,3 +234,26 @@ def test_every_sample_option_passes_torchrun_s_parser_untouched() -> None:
         tail = ["sample", *args] if args[0] != "eval" else args
         parsed = get_args_parser().parse_args(["--standalone", "--nproc-per-node", "2", "-m", "sdekit", *tail])
         assert parsed.training_script == "sdekit" and parsed.training_script_args == tail, args
+
+
+def test_a_later_run_waits_for_ranks_still_writing(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rank that outlives rank 0 holds OUT/.ranks; a new run must not clean up under it."""
+    mine = finished / ".chunk-00007.safetensors.31337.tmp"
+    (finished / "chunks" / mine.name).write_bytes(b"being written")
+    with open(finished / run.RANKS_FILE, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        code = main(["sample", *GMM, "-n", "40", "--chunk", "16", "--out", str(finished)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        f"sdekit: error: processes of an earlier run in {str(finished)!r} are still writing; "
+        "wait for them, or choose another --out"
+    ]
+    assert (finished / "chunks" / mine.name).exists()
+
+
+def test_clean_up_removes_only_sdekit_s_temporary_files(finished: Path) -> None:
+    theirs = [finished / ".notes.tmp", finished / ".samples.npz.draft.tmp", finished / "chunks" / ".mine.tmp"]
+    for path in theirs:
+        path.write_text("the user's")
+    assert main(["sample", *GMM, "-n", "40", "--chunk", "16", "--out", str(finished)]) == 0
+    assert all(path.read_text() == "the user's" for path in theirs)

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,7 +38,7 @@ from torch import Tensor
 from sdekit import __version__
 from sdekit.app import MissingRequirementError, require
 from sdekit.app.host_memory import keep_freed_memory
-from sdekit.checks import ScoreError, check_choice, check_fits
+from sdekit.checks import EstimateError, ScoreError, check_choice, check_fits, format_bytes
 from sdekit.grids import GRIDS
 from sdekit.sampling import SampleInfo, ode_methods, ode_sample, pc_sample, sample, sde_methods
 from sdekit.sde import VPSDE
@@ -223,16 +223,23 @@ def _device(name: str) -> str:
 STATE_COPIES = 8
 
 
-def _check_resources(out: Path, config: Any, model: Any) -> None:
+def _check_resources(out: Path, config: Any, model: Any, device: str) -> None:
     """Refuse up front a run whose output cannot fit on the disk, or whose chunk cannot fit in memory."""
     from sdekit.app import run
 
     run.check_space(out, config, _stored_itemsize(model.kind, config.dtype))
     values = config.chunk * int(np.prod(config.shape, dtype=np.int64))
     itemsize = DTYPES[config.dtype].itemsize
+    need = values * itemsize * STATE_COPIES
+    if device.startswith("cuda"):
+        free = torch.cuda.mem_get_info(torch.device(device))[0]
+        if need > free:
+            raise UserError(f"--chunk {config.chunk} would need about {format_bytes(need)} of {device} memory; "
+                            f"{format_bytes(free)} is free: use a smaller --chunk")  # fmt: skip
+        return
     try:
-        check_fits(f"--chunk {config.chunk}", values * itemsize * STATE_COPIES, "use a smaller --chunk")
-    except MemoryError as error:
+        check_fits(f"--chunk {config.chunk}", need, "use a smaller --chunk")
+    except EstimateError as error:
         raise UserError(str(error)) from error
 
 
@@ -273,11 +280,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)  # CPU reductions round differently with other thread counts
     ctx = distributed.init(device)
     try:
-        with run.lock(out) if ctx.is_main else nullcontext():  # rank 0 holds OUT for all ranks
+        with ExitStack() as stack:
+            if ctx.is_main:  # rank 0 holds OUT for all ranks
+                stack.enter_context(run.lock(out))
             run.prepare_out(out, config, write=ctx.is_main)
             if ctx.is_main:
-                _check_resources(out, config, model)
+                _check_resources(out, config, model, device)
             distributed.barrier(ctx)
+            stack.enter_context(run.hold_rank(out))  # every rank, until it is done writing
             torch_device = distributed.device_for(ctx, device)
             sde, score = model.build(torch_device, DTYPES[args.dtype], args.weights)
             show = not args.quiet and ctx.is_main
@@ -338,8 +348,13 @@ def _launch(procs: int, argv: list[str]) -> int:
             elastic_launch(config, sys.executable)("-m", "sdekit", *argv)
         except ChildFailedError as error:
             # ranks stopped by a peer's failure exit 1 (silently), so prefer another status
-            codes = [error.failures[rank].exitcode for rank in sorted(error.failures)]
-            return next((code for code in codes if code > 1), 1)
+            failures = [error.failures[rank] for rank in sorted(error.failures)]
+            if not _reports(reports):  # nobody said why: a worker killed by a signal (the OOM killer's SIGKILL)
+                for rank, failure in zip(sorted(error.failures), failures, strict=True):
+                    if failure.exitcode < 0:
+                        print(f"sdekit: error: worker rank {rank} was killed by signal {-failure.exitcode} "
+                              "(out of memory?); rerun the same command to resume", file=sys.stderr)  # fmt: skip
+            return next((f.exitcode for f in failures if f.exitcode > 1), 1)
         except SignalException:  # Ctrl-C (or SIGTERM) reached the launcher; the workers were stopped
             if not _reports(reports):
                 print("sdekit: interrupted; rerun the same command to resume", file=sys.stderr)
@@ -370,7 +385,7 @@ def _run_all(run: Any, ctx: Any, out: Path, config: Any, sample_chunk: Any, devi
         run.run_chunks(out, config, sample_chunk, mine, device=device, warn=warn, on_chunk=lambda k, new: bar.update())
     except ScoreError as error:  # the model broke the score contract: not the options' fault
         raise UserError(f"--model {config.model!r}: {error}") from error
-    except MemoryError as error:  # refused up front by an estimate (steps beyond memory)
+    except EstimateError as error:  # refused up front by an estimate (steps beyond memory)
         raise UserError(str(error)) from error
     except (FloatingPointError, StepLimitError) as error:  # a non-finite state; an adaptive solve that stalled
         raise UserError(f"sampling with {config.method!r} failed: {error}") from error
@@ -476,6 +491,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for line in lines or ["no quality figures for a user model"]:
         print(line)
     return 0
+
+
+#: torch's out-of-memory error (torch.OutOfMemoryError from torch 2.5; the CUDA one before).
+OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def _is_out_of_memory(error: RuntimeError) -> bool:
+    """A CPU allocation failure: torch raises a plain RuntimeError for it."""
+    text = str(error)
+    return "can't allocate memory" in text or "not enough memory" in text
 
 
 def _first_words(error: BaseException) -> str:
@@ -605,7 +630,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if LAUNCHED_BY_SDEKIT not in os.environ:  # under --procs the failing rank's line is the one line
             _report(f"sdekit: error: {error}")
         return 1
-    except torch.OutOfMemoryError as error:
+    except EstimateError as error:
+        _report(f"sdekit: error: {error}")
+        return 2
+    except (OutOfMemory, MemoryError) as error:
+        _report(f"sdekit: error: out of memory ({_first_words(error) or type(error).__name__}); use a smaller --chunk")
+        return 1
+    except RuntimeError as error:
+        if not _is_out_of_memory(error):
+            raise
         _report(f"sdekit: error: out of memory ({_first_words(error)}); use a smaller --chunk")
         return 1
     except KeyboardInterrupt:

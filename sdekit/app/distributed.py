@@ -8,6 +8,7 @@ Without torchrun's environment (``WORLD_SIZE`` unset or 1) everything runs in-pr
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["Context", "PeerError", "init", "my_chunks", "barrier", "shutdown"]
+
+#: How long a rank waits at a barrier for the others.
+BARRIER_TIMEOUT = datetime.timedelta(days=7)
 
 
 class PeerError(RuntimeError):
@@ -41,7 +45,9 @@ def init(device: str) -> Context:
         return Context()
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        # A rank whose chunks are done (a resume) waits at the barrier for the others' remaining work:
+        # the default timeout (30 min gloo, 10 min NCCL) would end a long imbalanced resume.
+        dist.init_process_group(backend=backend, timeout=BARRIER_TIMEOUT)
     return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

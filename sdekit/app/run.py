@@ -57,6 +57,7 @@ __all__ = [
     "RunError",
     "StorageError",
     "lock",
+    "hold_rank",
     "check_space",
     "read_identity",
     "verify_samples",
@@ -76,6 +77,7 @@ CONFIG_FILE = "run.json"
 SAMPLES_FILE = "samples.npz"
 GRID_FILE = "grid.png"
 LOCK_FILE = ".lock"
+RANKS_FILE = ".ranks"
 #: the member of ``samples.npz`` that says which configuration and which chunks it was written from.
 IDENTITY_MEMBER = "sdekit.json"
 #: keys of ``run.json`` that may differ between a run and its resumption.
@@ -196,7 +198,11 @@ def _storage_error(path: Path, error: OSError) -> StorageError:
 
 
 def _tmp_files(out: Path) -> list[Path]:
-    return [*out.glob(".*.tmp"), *(out / "chunks").glob(".*.tmp")]
+    """The temporary files :func:`atomic_write` makes (``.<name>.<pid>.tmp``) for the files sdekit writes: no others."""
+    names = (CONFIG_FILE, SAMPLES_FILE, GRID_FILE)
+    found = [p for name in names for p in out.glob(f".{name}.*.tmp")]
+    found += (out / "chunks").glob(".chunk-*.safetensors.*.tmp")
+    return [p for p in found if p.name.rsplit(".", 2)[-2].isdigit()]
 
 
 @contextmanager
@@ -211,7 +217,7 @@ def lock(out: Path) -> Iterator[None]:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
-        raise RunError(f"cannot write to output folder {str(out)!r}: {error.strerror or error}") from error
+        raise _folder_error(out, error) from error
     try:
         try:
             import fcntl
@@ -220,18 +226,67 @@ def lock(out: Path) -> Iterator[None]:
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not _ranks_idle(out, fcntl):
+                raise RunError(
+                    f"processes of an earlier run in {str(out)!r} are still writing; "
+                    "wait for them, or choose another --out"
+                )
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"sdekit pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            for tmp in _tmp_files(out):  # debris of a killed run: under the lock, nobody else is writing
+                tmp.unlink(missing_ok=True)
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
             raise RunError(
                 f"{str(out)!r} is in use by {holder}; wait for it to finish, or choose another --out"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"sdekit pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        for tmp in _tmp_files(out):  # debris of a killed run: under the lock, nobody else is writing
-            tmp.unlink(missing_ok=True)
+        except OSError as error:  # a filesystem without locks, a full disk, a file we may not remove
+            raise _folder_error(out, error) from error
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _folder_error(out: Path, error: OSError) -> Exception:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+        return _storage_error(out / LOCK_FILE, error)
+    return RunError(f"cannot write to output folder {str(out)!r}: {error.strerror or error}")
+
+
+def _ranks_idle(out: Path, fcntl: Any) -> bool:
+    """True if no process of an earlier run still holds ``OUT/.ranks`` (every rank does while it works)."""
+    fd = os.open(out / RANKS_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+@contextmanager
+def hold_rank(out: Path) -> Iterator[None]:
+    """Mark this process as working in ``OUT`` for the block (a shared ``flock`` on ``OUT/.ranks``).
+
+    Every rank holds it while it samples; the :func:`lock` of a later run refuses while any does,
+    so its clean-up cannot remove the temporary file of a rank still writing (a rank that outlives
+    rank 0 under a launcher that does not stop it).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    try:
+        fd = os.open(out / RANKS_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise _folder_error(out, error) from error
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
 
 
 def check_space(out: Path, config: RunConfig, stored_itemsize: int) -> None:
@@ -274,6 +329,8 @@ def prepare_out(out: Path, config: RunConfig, *, write: bool = True) -> None:
         if not binding:
             text = json.dumps(asdict(config), indent=2, sort_keys=True, default=str) + "\n"
             atomic_write(path, lambda tmp: tmp.write_text(text))
+    except StorageError:
+        raise
     except OSError as error:
         raise RunError(f"cannot write to output folder {str(out)!r}: {error.strerror or error}") from error
 
@@ -452,11 +509,14 @@ def read_identity(path: Path) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-            if "samples.npy" not in names or IDENTITY_MEMBER not in names:
-                raise RunError(f"{str(path)!r} was not written by `sdekit sample` (it has no {IDENTITY_MEMBER})")
-            identity = json.loads(archive.read(IDENTITY_MEMBER))
+            identity = json.loads(archive.read(IDENTITY_MEMBER)) if IDENTITY_MEMBER in names else None
     except (OSError, zipfile.BadZipFile, ValueError, KeyError) as error:
         raise RunError(f"{str(path)!r} is not a readable samples file ({type(error).__name__}: {error})") from error
+    if identity is None or "samples.npy" not in names:
+        raise RunError(
+            f"{str(path)!r} has no {IDENTITY_MEMBER} (written by another program or an older sdekit): "
+            "rerun the sample command to rewrite it"
+        )
     if not isinstance(identity, dict):
         raise RunError(f"{str(path)!r} has a malformed {IDENTITY_MEMBER}")
     return identity

@@ -68,7 +68,8 @@ class TorchSDE(Integrator):
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
         flat = x.reshape(x.shape[0], -1)
         # time in float64 whatever the state dtype: in bfloat16, t + dt rounds to t near t = 0.5 and sdeint never ends
-        ts = torch.tensor([0.0, length], dtype=torch.float64, device=x.device)
+        time_dtype = torch.float32 if x.device.type == "mps" else torch.float64  # MPS has no float64
+        ts = torch.tensor([0.0, length], dtype=time_dtype, device=x.device)
         bm = torchsde.BrownianInterval(
             t0=0.0,
             t1=float(ts[-1]),
