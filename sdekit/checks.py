@@ -102,12 +102,26 @@ class EstimateError(MemoryError):
     """A request refused up front because its estimated memory exceeds what is available (a user's choice)."""
 
 
-def check_fits(what: str, need: int, advice: str) -> None:
-    """Refuse up front (:class:`EstimateError`) a request whose host memory ``need`` (bytes) exceeds what is free."""
-    have = available_memory()
+#: Requests below this many bytes are not checked (every machine has it; reading the kernel's figure
+#: at every sampler call would be work for nothing).
+UNCHECKED_BYTES = 64 * 2**20
+
+
+def check_fits(what: str, need: int, advice: str, device: torch.device | None = None) -> None:
+    """Refuse up front (:class:`EstimateError`) a request whose memory ``need`` (bytes) exceeds what is free.
+
+    Host memory (``MemAvailable``) by default; a CUDA ``device``'s free memory for a CUDA device.
+    """
+    if need < UNCHECKED_BYTES:
+        return
+    if device is not None and device.type == "cuda":
+        have: int | None = torch.cuda.mem_get_info(device)[0]
+        where = f"{device} memory"
+    else:
+        have, where = available_memory(), "host memory"
     if have is not None and need > have:
         raise EstimateError(
-            f"{what} would need about {format_bytes(need)} of host memory; {format_bytes(have)} is available: {advice}"
+            f"{what} would need about {format_bytes(need)} of {where}; {format_bytes(have)} is available: {advice}"
         )
 
 

@@ -274,3 +274,14 @@ def test_float32_keeps_fine_tolerances() -> None:
     assert bool(torch.isfinite(x).all())
     logp = log_likelihood(VPSDE(), lambda x, t: -x, torch.zeros(2, 2), rtol=1e-6, atol=1e-6)
     assert bool(torch.isfinite(logp).all())
+
+
+@pytest.mark.parametrize(("dtype", "finest"), [(torch.float16, 10 * 2.0**-10), (torch.bfloat16, 10 * 2.0**-7)])
+def test_the_half_precision_rtol_floor_is_ten_eps(dtype: torch.dtype, finest: float) -> None:
+    from sdekit.solvers import solve_ivp_batched
+
+    y0 = torch.ones(2, 2, dtype=dtype)
+    with pytest.raises(ValueError, match=f"rtol={finest * 0.99:g} is finer than a {str(dtype)[6:]} state"):
+        solve_ivp_batched(lambda t, y: -y, y0, 0.0, 1.0, rtol=finest * 0.99, atol=1e-2)
+    y, _ = solve_ivp_batched(lambda t, y: -y, y0, 0.0, 1.0, rtol=finest, atol=1e-2)
+    assert y.dtype == dtype and abs(float(y[0, 0]) - 0.3679) < 0.02

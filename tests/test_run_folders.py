@@ -257,3 +257,41 @@ def test_clean_up_removes_only_sdekit_s_temporary_files(finished: Path) -> None:
         path.write_text("the user's")
     assert main(["sample", *GMM, "-n", "40", "--chunk", "16", "--out", str(finished)]) == 0
     assert all(path.read_text() == "the user's" for path in theirs)
+
+
+def test_the_disk_estimate_is_chunks_plus_samples_less_what_is_already_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 float32 samples of shape (2,), 4 bytes a value in samples.npz: 100·2·(4 + 4) = 1600 bytes."""
+    import shutil
+
+    config = run.RunConfig(model="m", method="ancestral", num=100, chunk=50, seed=0, shape=[2])
+    (tmp_path / "chunks").mkdir()
+    free = {"bytes": 1600}
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(0, 0, free["bytes"]))  # type: ignore[attr-defined]
+    run.check_space(tmp_path, config, 4)  # exactly fits
+    free["bytes"] = 1599
+    with pytest.raises(run.RunError, match=r"needs about 1.6 KB of disk .* 1.6 KB is free"):
+        run.check_space(tmp_path, config, 4)
+    (tmp_path / "chunks" / "chunk-00000.safetensors").write_bytes(b"x" * 10)  # a resume needs less
+    run.check_space(tmp_path, config, 4)
+
+
+@pytest.mark.parametrize(
+    ("n", "text"), [(0, "0 B"), (999, "999 B"), (1000, "1.0 KB"), (2.048e9, "2.0 GB"), (3e15, "3000.0 TB")]
+)
+def test_format_bytes(n: float, text: str) -> None:
+    from sdekit.checks import format_bytes
+
+    assert format_bytes(n) == text
+
+
+def test_small_requests_are_not_checked_and_the_threshold_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sdekit.checks as checks
+
+    reads: list[int] = []
+    monkeypatch.setattr(checks, "available_memory", lambda: reads.append(1) or 0)
+    checks.check_fits("x", checks.UNCHECKED_BYTES - 1, "")
+    assert reads == []  # below the threshold the kernel's figure is not even read
+    with pytest.raises(checks.EstimateError, match=r"x would need about 67\.1 MB of host memory; 0 B is available"):
+        checks.check_fits("x", checks.UNCHECKED_BYTES, "")

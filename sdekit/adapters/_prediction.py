@@ -75,19 +75,18 @@ class PredictionScore(PerSampleKwargs, torch.nn.Module, abc.ABC):
         labels, level = self.labels(t, x.dtype)
         labels = labels.to(x.device).expand(x.shape[0]).contiguous()
         out = call_network(self.network_name, self.model, x, labels, {**self.model_kwargs, **kwargs})
-        if level.device.type == "cpu":  # free to check there; the samplers never reach σ = 0 (they stop at eps)
-            _check_level(self, level, t)
-        level = level.to(x.device)
-        return self.convert(out, x, *self.sde.kernel(level))
+        alpha, sigma = self.sde.kernel(level.to(x.device))
+        if sigma.device.type == "cpu":  # free to check there; the samplers never reach σ = 0 (they stop at eps)
+            _check_level(self, sigma, t)
+        return self.convert(out, x, alpha, sigma)
 
     @abc.abstractmethod
     def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """The score from the network output; ``alpha``, ``sigma`` are float64, ``(B,)`` or ``(1,)``, at its level."""
 
 
-def _check_level(score: PredictionScore, level: Tensor, t: Tensor) -> None:
+def _check_level(score: PredictionScore, sigma: Tensor, t: Tensor) -> None:
     """Refuse a time whose noise level is σ = 0: the network's prediction defines no score there."""
-    _, sigma = score.sde.kernel(level)
     if bool((sigma <= 0).any()):
         raise ValueError(
             f"{type(score).__name__}: t = {float(t.min()):g} is noise level σ = 0, where a network's prediction "

@@ -38,7 +38,7 @@ from torch import Tensor
 from sdekit import __version__
 from sdekit.app import MissingRequirementError, require
 from sdekit.app.host_memory import keep_freed_memory
-from sdekit.checks import EstimateError, ScoreError, check_choice, check_fits, format_bytes
+from sdekit.checks import EstimateError, ScoreError, check_choice, check_fits
 from sdekit.grids import GRIDS
 from sdekit.sampling import SampleInfo, ode_methods, ode_sample, pc_sample, sample, sde_methods
 from sdekit.sde import VPSDE
@@ -227,25 +227,10 @@ def _check_resources(out: Path, config: Any, model: Any, device: str) -> None:
     """Refuse up front a run whose output cannot fit on the disk, or whose chunk cannot fit in memory."""
     from sdekit.app import run
 
-    run.check_space(out, config, _stored_itemsize(model.kind, config.dtype))
-    values = config.chunk * int(np.prod(config.shape, dtype=np.int64))
-    itemsize = DTYPES[config.dtype].itemsize
-    need = values * itemsize * STATE_COPIES
-    if device.startswith("cuda"):
-        free = torch.cuda.mem_get_info(torch.device(device))[0]
-        if need > free:
-            raise UserError(f"--chunk {config.chunk} would need about {format_bytes(need)} of {device} memory; "
-                            f"{format_bytes(free)} is free: use a smaller --chunk")  # fmt: skip
-        return
-    try:
-        check_fits(f"--chunk {config.chunk}", need, "use a smaller --chunk")
-    except EstimateError as error:
-        raise UserError(str(error)) from error
-
-
-def _stored_itemsize(kind: str, dtype: str) -> int:
-    """Bytes a value takes in samples.npz: uint8 pixels for images, else float32 (float64 kept)."""
-    return 1 if kind == "image" else 8 if dtype == "float64" else 4
+    one = torch.zeros((1, *config.shape), dtype=DTYPES[config.dtype])
+    run.check_space(out, config, _storage(one, model.kind).itemsize)  # bytes a value takes in samples.npz
+    need = config.chunk * one.numel() * one.element_size() * STATE_COPIES
+    check_fits(f"--chunk {config.chunk}", need, "use a smaller --chunk", torch.device(device))
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -385,8 +370,6 @@ def _run_all(run: Any, ctx: Any, out: Path, config: Any, sample_chunk: Any, devi
         run.run_chunks(out, config, sample_chunk, mine, device=device, warn=warn, on_chunk=lambda k, new: bar.update())
     except ScoreError as error:  # the model broke the score contract: not the options' fault
         raise UserError(f"--model {config.model!r}: {error}") from error
-    except EstimateError as error:  # refused up front by an estimate (steps beyond memory)
-        raise UserError(str(error)) from error
     except (FloatingPointError, StepLimitError) as error:  # a non-finite state; an adaptive solve that stalled
         raise UserError(f"sampling with {config.method!r} failed: {error}") from error
     except (ValueError, TypeError) as error:  # sampler options rejected at the call

@@ -292,7 +292,7 @@ def hold_rank(out: Path) -> Iterator[None]:
 def check_space(out: Path, config: RunConfig, stored_itemsize: int) -> None:
     """Refuse a run whose chunks and ``samples.npz`` (``stored_itemsize`` bytes a value) cannot fit on the disk."""
     values = config.num * int(np.prod(config.shape, dtype=np.int64))
-    itemsize = torch.empty((), dtype=getattr(torch, config.dtype)).element_size()
+    itemsize = getattr(torch, config.dtype).itemsize
     existing = sum(p.stat().st_size for p in (out / "chunks").glob("chunk-*.safetensors"))
     need = values * (itemsize + stored_itemsize) - existing
     free = shutil.disk_usage(out).free
@@ -319,14 +319,13 @@ def prepare_out(out: Path, config: RunConfig, *, write: bool = True) -> None:
             f"{str(out)!r} holds chunks or samples but no {CONFIG_FILE}, so nothing says what they are; "
             "choose another --out (or delete the folder to start again)"
         )
-    binding = results
-    if binding:
+    if results:
         _check_same(path, config)
     if not write:
         return
     try:
         (out / "chunks").mkdir(parents=True, exist_ok=True)
-        if not binding:
+        if not results:
             text = json.dumps(asdict(config), indent=2, sort_keys=True, default=str) + "\n"
             atomic_write(path, lambda tmp: tmp.write_text(text))
     except StorageError:
@@ -365,6 +364,14 @@ def read_config(path: Path) -> RunConfig:
 
 def load_chunk(out: Path, config: RunConfig, k: int, *, warn: Callable[[str], None] | None = None) -> Tensor | None:
     """Chunk ``k`` if its file exists and verifies; None (with a warning if it existed but was bad) otherwise."""
+    loaded = _load_verified(out, config, k, warn)
+    return None if loaded is None else loaded[0]
+
+
+def _load_verified(
+    out: Path, config: RunConfig, k: int, warn: Callable[[str], None] | None
+) -> tuple[Tensor, str] | None:
+    """Chunk ``k`` and its verified SHA-256, or None (see :func:`load_chunk`)."""
     from safetensors import safe_open
 
     path = chunk_path(out, k)
@@ -379,7 +386,7 @@ def load_chunk(out: Path, config: RunConfig, k: int, *, warn: Callable[[str], No
     except Exception as error:  # any unreadable file is recomputed
         problem = f"unreadable ({type(error).__name__}: {error})"
     if problem is None:
-        return x
+        return x, meta["sha256"]
     (warn or _warn)(f"chunk {k} ({path}) is {problem}; recomputing it")
     return None
 
@@ -449,12 +456,12 @@ def iter_chunks(out: Path, config: RunConfig, digests: list[str] | None = None) 
     With ``digests`` (a list), each chunk's SHA-256 is appended to it as the chunk is read.
     """
     for k in range(config.num_chunks):
-        x = load_chunk(out, config, k)
-        if x is None:
+        loaded = _load_verified(out, config, k, None)
+        if loaded is None:
             raise RunError(f"chunk {k} of {str(out)!r} is missing or corrupt: rerun the sample command to finish it")
         if digests is not None:
-            digests.append(_sha256(x))
-        yield x
+            digests.append(loaded[1])  # verified against the tensor by the load: no second pass
+        yield loaded[0]
 
 
 def _chunks_digest(digests: Iterable[str]) -> str:

@@ -128,12 +128,12 @@ def _check_call(
     if t0 == t1:
         raise ValueError(f"t1 must differ from t0, got t0 = t1 = {t0!r}")
     _check_options(method, backend, rtol, atol, error_norm)
-    resolution = RESOLVABLE * torch.finfo(y0.dtype).eps
-    half = torch.finfo(y0.dtype).bits <= 16  # float32 resolves any rtol people use (1e-6 converges, measured)
-    if half and backend != "scipy" and rtol < resolution:  # the error estimate is rounding noise: h shrinks forever
+    info = torch.finfo(y0.dtype)
+    # float32 resolves any rtol people use (1e-6 converges, measured); scipy integrates in float64
+    if info.bits <= 16 and backend != "scipy" and rtol < RESOLVABLE * info.eps:  # rounding noise: h shrinks forever
         raise ValueError(
             f"rtol={rtol:g} is finer than a {str(y0.dtype).removeprefix('torch.')} state can resolve (eps "
-            f"{torch.finfo(y0.dtype).eps:.1e}): use rtol >= {resolution:.1e}, or a float32 state"
+            f"{info.eps:.1e}): use rtol >= {RESOLVABLE * info.eps:.1e}, or a float32 state"
         )
 
 
