@@ -24,6 +24,28 @@ class ScoreError(TypeError, ValueError):
     """
 
 
+def check_score_output(out: object, x: Tensor, name: str = "score") -> None:
+    """Raise :class:`ScoreError` unless ``out`` is a tensor with ``x``'s shape, dtype and device (no host sync)."""
+    if not isinstance(out, Tensor):
+        raise ScoreError(f"{name} must return a torch.Tensor, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ScoreError(f"{name} returned shape {tuple(out.shape)}; it must match x's shape {tuple(x.shape)}")
+    if out.dtype != x.dtype:
+        raise ScoreError(f"{name} returned dtype {out.dtype}; it must match x's dtype {x.dtype}")
+    if out.device != x.device:
+        raise ScoreError(f"{name} returned a tensor on {out.device}; x is on {x.device}")
+
+
+def check_data(name: str, x: object) -> None:
+    """Raise unless ``x`` is a finite floating-point tensor of shape (B, *event) with B ≥ 1 (training data)."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point torch.Tensor of shape (B, *event), got {type(x).__name__}")
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (B, *event) with B >= 1, got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x.detach()).all()):
+        raise ValueError(f"{name} must be finite (it contains NaN or Inf)")
+
+
 def check_positive_int(name: str, value: object) -> int:
     """Return ``value`` if it is an int ≥ 1, else raise naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -31,15 +31,26 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from sdekit.checks import batch_view, check_choice, check_open_interval
+from sdekit.checks import batch_view, check_choice, check_data, check_open_interval, check_score_output
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, DiscreteVPSDE, LinearSDE, time_checks
 
-__all__ = ["WEIGHTINGS", "REDUCTIONS", "dsm_loss", "ddpm_loss", "smld_loss", "likelihood_time_sampler"]
+__all__ = [
+    "WEIGHTINGS",
+    "REDUCTIONS",
+    "dsm_loss",
+    "ddpm_loss",
+    "smld_loss",
+    "likelihood_time_sampler",
+    "Perturbed",
+    "ContinuousTime",
+    "NoiseLevels",
+]
 
 WEIGHTINGS = ("std2", "likelihood")
 REDUCTIONS = ("mean", "sum")
@@ -79,32 +90,111 @@ def dsm_loss(
     The residual is computed as σ·s + z (times the weight λ/σ²), which stays O(1) where
     s + z/σ would cancel large terms at small σ.
     """
-    weighting = check_choice("weighting", weighting, WEIGHTINGS)
     reduce = check_choice("reduce", reduce, REDUCTIONS)
-    _check_data("x0", x0)
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
-    eps = check_open_interval("eps", eps, 0.0, sde.T)
-    if importance_sampling and (weighting != "likelihood" or not isinstance(sde, LinearSDE)):
-        raise ValueError("importance_sampling=True needs weighting='likelihood' and a LinearSDE")
-    batch = x0.shape[0]
-    if importance_sampling:
-        assert isinstance(sde, LinearSDE)
-        t, weight = likelihood_time_sampler(sde, eps).sample(batch, generator=generator, device=x0.device)
-    else:
-        t = eps + (sde.T - eps) * torch.rand(batch, generator=generator, device=x0.device, dtype=torch.float64)
-        weight = None
-    z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    times = t.to(x0.dtype)
-    with time_checks(False):
-        mean, std = sde.marginal(x0, times)
-        if weight is None and weighting == "likelihood":  # λ/σ² = g²/σ² (for "std2" it is 1)
-            weight = (sde.diffusion(x0.double(), times).double() / std.double()) ** 2
-        residual = batch_view(std, x0) * score(mean + batch_view(std, x0) * z, times) + z
+    check_data("x0", x0)
+    noisy = ContinuousTime(sde, eps=eps, weighting=weighting, importance_sampling=importance_sampling).perturb(
+        x0, generator
+    )
+    std = batch_view(noisy.std, x0)
+    residual = std * _call(score, noisy.x, noisy.label) + noisy.noise
     losses = _reduce(residual.square(), reduce)
-    if weight is not None:
-        losses = weight.to(x0.dtype) * losses
+    if noisy.weight_over_std2 is not None:
+        losses = noisy.weight_over_std2.to(x0.dtype) * losses
     return losses if per_sample else losses.mean()
+
+
+@dataclass(frozen=True)
+class Perturbed:
+    """A batch of clean data perturbed by a Gaussian kernel: ``x = mean + std·noise``.
+
+    ``label`` is what the network gets as its second argument (a time, a level index or σ).
+    ``weight_over_std2`` is λ/σ² per sample (float64), the factor a loss in the σ-scaled form
+    σ‖s + z/σ‖² multiplies by; None means 1 (λ = σ²). The weight λ itself is
+    :meth:`weight` (what :mod:`sdekit.score_matching` multiplies its per-sample losses by).
+    """
+
+    x: Tensor
+    label: Tensor
+    noise: Tensor
+    std: Tensor
+    weight_over_std2: Tensor | None
+
+    def weight(self) -> Tensor:
+        """λ per sample, float64 (B,): σ² times :attr:`weight_over_std2`."""
+        std2 = self.std.double().square()
+        return std2 if self.weight_over_std2 is None else std2 * self.weight_over_std2.double()
+
+
+class ContinuousTime:
+    """The continuous-time perturbation of :func:`dsm_loss`: t ~ U(eps, T), x_t ~ N(α(t) x₀, σ(t)² I).
+
+    The score is called as ``score(x_t, t)`` with t in x's dtype. λ = σ(t)² (``"std2"``) or g(t)²
+    (``"likelihood"``); ``importance_sampling`` draws t ∝ g²/σ² instead and reweights (same
+    expectation). Draw order: t, then the noise, both from the generator.
+    """
+
+    def __init__(self, sde: SDE, *, eps: float = 1e-5, weighting: str = "std2", importance_sampling: bool = False):
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
+        self.sde = sde
+        self.eps = check_open_interval("eps", eps, 0.0, sde.T)
+        self.weighting = check_choice("weighting", weighting, WEIGHTINGS)
+        if importance_sampling and (self.weighting != "likelihood" or not isinstance(sde, LinearSDE)):
+            raise ValueError("importance_sampling=True needs weighting='likelihood' and a LinearSDE")
+        self.importance_sampling = bool(importance_sampling)
+
+    def __repr__(self) -> str:
+        return (
+            f"ContinuousTime({self.sde!r}, eps={self.eps:g}, weighting={self.weighting!r}, "
+            f"importance_sampling={self.importance_sampling})"
+        )
+
+    def perturb(self, x0: Tensor, generator: torch.Generator | None = None) -> Perturbed:
+        batch, sde = x0.shape[0], self.sde
+        if self.importance_sampling:
+            assert isinstance(sde, LinearSDE)
+            t, weight = likelihood_time_sampler(sde, self.eps).sample(batch, generator=generator, device=x0.device)
+        else:
+            t = self.eps + (sde.T - self.eps) * torch.rand(
+                batch, generator=generator, device=x0.device, dtype=torch.float64
+            )
+            weight = None
+        z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        times = t.to(x0.dtype)
+        with time_checks(False):
+            mean, std = sde.marginal(x0, times)
+            if weight is None and self.weighting == "likelihood":  # λ/σ² = g²/σ² (for "std2" it is 1)
+                weight = (sde.diffusion(x0.double(), times).double() / std.double()) ** 2
+        return Perturbed(mean + batch_view(std, x0) * z, times, z, std, weight)
+
+
+class NoiseLevels:
+    """NCSN's multi-level perturbation (:func:`smld_loss`): i ~ U{0 … L−1} per sample, x̃ = x₀ + σ_i z, λ = σ_i².
+
+    Args:
+        sigmas: the noise levels σ_0 … σ_{L−1} (any order; NCSN lists them decreasing), all > 0.
+        label: what the network gets: ``"index"`` (int64 level indices, as NCSN code) or
+            ``"sigma"`` (σ_i in x's dtype, for networks with a continuous noise input).
+
+    Draw order: the level indices, then the noise, both from the generator.
+    """
+
+    def __init__(self, sigmas: Tensor | Sequence[float], *, label: str = "index") -> None:
+        levels = torch.as_tensor(sigmas, dtype=torch.float64)
+        if levels.ndim != 1 or levels.numel() < 1 or not bool((levels > 0).all() & levels.isfinite().all()):
+            raise ValueError(f"sigmas must be a non-empty 1-D sequence of finite numbers > 0, got {sigmas!r:.80}")
+        self.sigmas = levels.detach().cpu()
+        self.label = check_choice("label", label, ("index", "sigma"))
+
+    def __repr__(self) -> str:
+        return f"NoiseLevels({self.sigmas.numel()} levels {float(self.sigmas.max()):g} … {float(self.sigmas.min()):g})"
+
+    def perturb(self, x0: Tensor, generator: torch.Generator | None = None) -> Perturbed:
+        levels = self.sigmas.to(x0.device)
+        i, z = _level_and_noise(x0, levels.numel(), generator)
+        sigma = levels[i]
+        label = i if self.label == "index" else sigma.to(x0.dtype)
+        return Perturbed(x0 + batch_view(sigma, x0) * z, label, z, sigma, None)
 
 
 class ImportanceTimes:
@@ -175,7 +265,7 @@ def ddpm_loss(
         x0: clean data (B, *event). reduce, generator, per_sample: as in :func:`dsm_loss`.
     """
     reduce = check_choice("reduce", reduce, REDUCTIONS)
-    _check_data("x0", x0)
+    check_data("x0", x0)
     if not isinstance(schedule, DiscreteVPSDE):
         if not isinstance(schedule, Tensor):
             raise TypeError(f"schedule must be a DiscreteVPSDE or a 1-D tensor of betas, got {type(schedule).__name__}")
@@ -183,7 +273,7 @@ def ddpm_loss(
     i, noise = _level_and_noise(x0, schedule.num_timesteps, generator)
     alpha, sigma = schedule.level_kernel(i)
     x_t = batch_view(alpha, x0) * x0 + batch_view(sigma, x0) * noise
-    losses = _reduce((eps_model(x_t, i) - noise).square(), reduce)
+    losses = _reduce((_call(eps_model, x_t, i, "eps_model") - noise).square(), reduce)
     return losses if per_sample else losses.mean()
 
 
@@ -205,14 +295,10 @@ def smld_loss(
             (the NCSN paper's ½ is not included: this is λ‖s + z/σ‖² like the other losses).
     """
     reduce = check_choice("reduce", reduce, REDUCTIONS)
-    _check_data("x0", x0)
-    levels = torch.as_tensor(sigmas, dtype=torch.float64)
-    if levels.ndim != 1 or levels.numel() < 1 or not bool((levels > 0).all() & levels.isfinite().all()):
-        raise ValueError(f"sigmas must be a non-empty 1-D sequence of finite numbers > 0, got {sigmas!r:.80}")
-    levels = levels.to(x0.device)
-    i, z = _level_and_noise(x0, levels.numel(), generator)
-    sigma = batch_view(levels[i], x0)
-    losses = _reduce((sigma * score_model(x0 + sigma * z, i) + z).square(), reduce)
+    check_data("x0", x0)
+    noisy = NoiseLevels(sigmas).perturb(x0, generator)
+    sigma = batch_view(noisy.std, x0)
+    losses = _reduce((sigma * _call(score_model, noisy.x, noisy.label) + noisy.noise).square(), reduce)
     return losses if per_sample else losses.mean()
 
 
@@ -225,15 +311,13 @@ def _level_and_noise(x0: Tensor, levels: int, generator: torch.Generator | None)
     return i, torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
 
 
+def _call(network: Callable[[Tensor, Tensor], Tensor], x: Tensor, label: Tensor, name: str = "score") -> Tensor:
+    """``network(x, label)``, its output checked against x's shape, dtype and device: a clear error, not a broadcast."""
+    out = network(x, label)
+    check_score_output(out, x, name)
+    return out
+
+
 def _reduce(values: Tensor, how: str) -> Tensor:
     flat = values.flatten(1)
     return flat.mean(1) if how == "mean" else flat.sum(1)
-
-
-def _check_data(name: str, x: object) -> None:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point torch.Tensor of shape (B, *event), got {type(x).__name__}")
-    if x.ndim < 2 or x.shape[0] < 1:
-        raise ValueError(f"{name} must have shape (B, *event) with B >= 1, got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x.detach()).all()):
-        raise ValueError(f"{name} must be finite (it contains NaN or Inf)")

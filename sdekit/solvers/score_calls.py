@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sdekit.checks import ScoreError
+from sdekit.checks import check_score_output
 from sdekit.per_sample import select_rows
 from sdekit.reverse import ScoreFn
 
@@ -100,7 +100,7 @@ class CountedScore:
                 out = self.score(x, t)
             out = out.to(x.dtype) if isinstance(out, Tensor) else out
         self._shared.nfe += 1
-        _check_output(out, x)  # at every call: metadata only, no host synchronisation
+        check_score_output(out, x)  # at every call: metadata only, no host synchronisation
         if self._shared.keep_last:
             self._shared.last = (x, t_given, out)
         return out
@@ -121,17 +121,6 @@ def _compiled(score: ScoreFn, options: bool | Mapping[str, Any], device: torch.d
         return torch.compile(score, **options)
     # dynamic=None: static shapes first, dynamic after a change (the adaptive SDE solver shrinks its batch).
     return torch.compile(score, mode="reduce-overhead" if device.type == "cuda" else None)
-
-
-def _check_output(out: object, x: Tensor) -> None:
-    if not isinstance(out, Tensor):
-        raise ScoreError(f"score must return a torch.Tensor, got {type(out).__name__}")
-    if out.shape != x.shape:
-        raise ScoreError(f"score returned shape {tuple(out.shape)}; it must match x's shape {tuple(x.shape)}")
-    if out.dtype != x.dtype:
-        raise ScoreError(f"score returned dtype {out.dtype}; it must match x's dtype {x.dtype}")
-    if out.device != x.device:
-        raise ScoreError(f"score returned a tensor on {out.device}; x is on {x.device}")
 
 
 def gaussian_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
