@@ -12,6 +12,7 @@ from sdekit.likelihood import LikelihoodInfo, bits_per_dim, log_likelihood, unif
 from sdekit.losses import ddpm_loss, dsm_loss, smld_loss
 from sdekit.reverse import ProbabilityFlow, ReverseSDE, ScoreFn, probability_flow, reverse
 from sdekit.sampling import SampleInfo, ode_sample, pc_sample, sample
+from sdekit.score_matching import esm_loss, ism_loss, ssm_loss
 from sdekit.sde import (
     SDE,
     VESDE,
@@ -54,5 +55,8 @@ __all__ = [
     "dsm_loss",
     "ddpm_loss",
     "smld_loss",
+    "esm_loss",
+    "ism_loss",
+    "ssm_loss",
     "__version__",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``sdekit sample | eval | info | demo`` (also ``python -m sdekit``).
+"""Command line: ``sdekit sample | eval | info | demo | train`` (also ``python -m sdekit``).
 
 ``sdekit`` with no command runs the main job, ``sdekit sample`` with its defaults: 256
 digits from the embedded UNet with the adaptive SDE sampler into ``runs/digits``.
@@ -7,6 +7,7 @@ digits from the embedded UNet with the adaptive SDE sampler into ``runs/digits``
     torchrun --nproc-per-node 2 -m sdekit sample --num-samples 4096 --out runs/big   # chunks over ranks
     sdekit eval runs/digits                                                          # FD-digits / mixture
     sdekit info                                                              # models, samplers, adapters
+    sdekit train --data gmm2d --loss ssm --method pc                        # train, resumable, then sample
 
 ``--model`` is a built-in name or ``module:callable``; the latter *imports and runs that
 code* (it must return ``(sde, score)``), so only name modules you trust. Runs are
@@ -96,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("run", nargs="?", type=Path, default=None, help="the OUT folder of a sample run")
     eval_parser.add_argument("--run", dest="run_option", type=Path, default=None, help="the same, as an option")
     commands.add_parser("info", help="list models, samplers and adapters")
+    _train_parser(commands.add_parser("train", help="train a small score model into OUT (resumable), then sample it"))
     demo_parser = commands.add_parser("demo", help="sample the analytic 2-D mixture and print quality figures")
     demo_parser.add_argument(
         "-n", "--num-samples", dest="num", type=int, default=8192, help="number of samples (default 8192)"
@@ -125,6 +127,10 @@ def _sample_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the quality figures at the end")
+    _sampler_flags(p, choices)
+
+
+def _sampler_flags(p: argparse.ArgumentParser, choices: dict[str, list[str]]) -> None:
     for name, (kind, help_text) in SAMPLER_FLAGS.items():
         flag = f"--{name.replace('_', '-')}"
         p.add_argument(flag, dest=name, type=kind, default=None, help=_help(name, help_text, choices))
@@ -132,6 +138,30 @@ def _sample_parser(p: argparse.ArgumentParser) -> None:
         "--no-denoise", dest="denoise", action="store_false", default=None, help="skip the final Tweedie step"
     )
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="any other sampler option")
+
+
+def _train_parser(p: argparse.ArgumentParser) -> None:
+    from sdekit.app.train import LOSSES
+
+    p.add_argument("--data", default="gmm2d", help=f"training data: {', '.join(TRAIN_DATA)} (default gmm2d)")
+    p.add_argument("--loss", default="dsm", help=f"training loss: {', '.join(LOSSES)} (default dsm)")
+    p.add_argument("--train-steps", type=int, default=8000, help="optimiser steps in total (default 8000)")
+    p.add_argument("--batch-size", type=int, default=512, help="training batch size (default 512)")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-decayed to lr/20 (default 2e-3)")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="decay of the EMA weights (default 0.999)")
+    p.add_argument("--levels", type=int, default=32, help="noise levels of smld, ssm and ism (default 32)")
+    p.add_argument("--sigma-max", type=float, default=None, help="largest level (default: largest data distance)")
+    p.add_argument("--sigma-min", type=float, default=0.01, help="smallest level (default 0.01)")
+    p.add_argument("--projections", type=int, default=1, help="random projections per sample of ssm, ism in > 16-D")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, batches and noise (default 0)")
+    p.add_argument("--out", default=None, help="output folder (default runs/train-<data>-<loss>)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1); the weights' bits depend on it")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-n", "--num-samples", dest="num", type=int, default=4096, help="samples at the end (0: none)")
+    p.add_argument("--method", default="euler_maruyama", help="sampler of the final samples (default euler_maruyama)")
+    _sampler_flags(p, flag_choices())
 
 
 def _normalise(argv: Sequence[str]) -> list[str]:
@@ -541,6 +571,155 @@ def _adapter_module(name: str) -> object:
         return None
 
 
+# --------------------------------------------------------------------------- train
+
+#: Data ``sdekit train --data`` knows: the 2-D mixture oracle (fresh samples every step) and the 1797 digits.
+TRAIN_DATA = ("gmm2d", "digits")
+TRAIN_CONFIG = "train.json"
+TRAIN_CHECKPOINT = "checkpoint.safetensors"
+
+
+def _train_config(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+    """What decides the trained weights (and the final samples): a resumed run must match it exactly."""
+    keys = ("data", "loss", "train_steps", "batch_size", "lr", "ema_decay", "levels", "sigma_max", "sigma_min",
+            "projections", "seed", "threads")  # fmt: skip
+    sampling = {"num": args.num, "method": args.method, "options": options}
+    config = {key: getattr(args, key) for key in keys}
+    return {**config, "device": args.device.split(":")[0], "sample": sampling, "sdekit_version": __version__}
+
+
+def _training_data(name: str, generator_seed: int) -> tuple[Any, tuple[int, ...], float, float]:
+    """``(data, event shape, data std, largest pairwise distance)`` of a named training set."""
+    if name == "gmm2d":
+        mixture = _mixture()
+        probe = mixture.sample(2048, generator=torch.Generator().manual_seed(generator_seed)).double()
+        data: Any = lambda n, g: mixture.sample(n, generator=g)  # noqa: E731 -- fresh samples every step
+        return data, (2,), float(probe.std()), float(torch.cdist(probe, probe).max())
+    from sdekit.app.models import digits
+
+    images, _ = digits.load_data()
+    flat = images.flatten(1).double()
+    return images, tuple(images.shape[1:]), float(flat.std()), float(torch.cdist(flat, flat).max())
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``sdekit train``: train a score model on named data with any loss (resumable), then sample and evaluate it."""
+    from sdekit.app import run
+    from sdekit.app.train import LOSSES, ImageScore, ScoreMLP, ema_weights, recipe, train_score_model
+
+    check = [("--train-steps", args.train_steps, 1), ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0),
+             ("--threads", args.threads, 1), ("--checkpoint-every", args.checkpoint_every, 0),
+             ("--num-samples", args.num, 0), ("--levels", args.levels, 2),
+             ("--projections", args.projections, 1)]  # fmt: skip
+    for flag, value, least in check:
+        if value < least:
+            raise UserError(f"{flag} must be >= {least}, got {value}")
+    for flag, value in (("--lr", args.lr), ("--sigma-min", args.sigma_min), ("--sigma-max", args.sigma_max)):
+        if value is not None and not (0 < value < float("inf")):
+            raise UserError(f"{flag} must be a finite number > 0, got {value}")
+    if not 0 < args.ema_decay < 1:
+        raise UserError(f"--ema-decay must lie in (0, 1), got {args.ema_decay}")
+    try:
+        check_choice("--data", args.data, TRAIN_DATA)
+        check_choice("--loss", args.loss, LOSSES)
+        sampler, fixed = _sampler(args.method)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    options = _options(args)
+    device = torch.device(_device(args.device))
+    data, shape, data_std, spread = _training_data(args.data, args.seed)
+    sigma_max = args.sigma_max if args.sigma_max is not None else spread
+    if not args.sigma_min < sigma_max:
+        raise UserError(f"--sigma-min {args.sigma_min} must be below the largest level {sigma_max:.4g}")
+    try:
+        plan = recipe(args.loss, sigma_max=sigma_max, sigma_min=args.sigma_min, levels=args.levels,
+                      projections=args.projections)  # fmt: skip
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    out = Path(args.out) if args.out is not None else Path("runs") / f"train-{args.data}-{args.loss}"
+    config = _train_config(args, options)
+    torch.set_num_threads(args.threads)
+    with run.lock(out):
+        _prepare_train_out(run, out, config)
+        torch.manual_seed(args.seed)
+        if args.data == "gmm2d":
+            model: torch.nn.Module = ScoreMLP(plan.sde, dim=2, data_std=data_std)
+        else:
+            from sdekit.app.models.digits import DigitsUNet
+
+            model = ImageScore(DigitsUNet(), plan.sde, data_std=data_std)
+            data = data.to(device)
+        model.to(device)
+        generator = torch.Generator(device).manual_seed(args.seed + 1)
+        checkpoint = out / TRAIN_CHECKPOINT
+        result = train_score_model(
+            model, plan.sde, data, loss=plan.loss, steps=args.train_steps, batch_size=args.batch_size, lr=args.lr,
+            ema_decay=args.ema_decay, generator=generator, checkpoint=checkpoint,
+            checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+        )  # fmt: skip
+        done = f"{result.steps} steps" + (
+            f", {len(result.losses)} in this run ({result.seconds:.1f} s)" if result.losses else ""
+        )
+        print(f"trained {args.data} with {args.loss!r} on {plan.sde!r}: {done}")
+        print(f"weights: {checkpoint} (the EMA copy under ema/: sdekit.app.train.ema_weights)")
+        if args.num == 0:
+            return 0
+        result.ema.load_state_dict(ema_weights(checkpoint))
+        x = _train_samples(sampler, fixed, options, plan.sde, result.ema, (args.num, *shape), args, device)
+        path = out / "samples.npz"
+        run.atomic_write(path, lambda tmp: _save_npz(tmp, x))
+        print(f"samples: {path} ({args.num} with {args.method!r})")
+        if args.data == "gmm2d":
+            print(evaluate(x.double().cpu(), _mixture()))
+        else:
+            from sdekit.app.models import fd
+
+            print(f"FD-digits {fd.fd_digits(x.float().cpu().clamp(-1, 1)):.3f} (real halves {fd.real_halves_fd():.3f})")
+    return 0
+
+
+def _prepare_train_out(run: Any, out: Path, config: dict[str, Any]) -> None:
+    """Write OUT/train.json, or check that the one there asks for the same training (a resume)."""
+    import json
+
+    path = out / TRAIN_CONFIG
+    if path.is_file():
+        try:
+            held = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            message = f"{str(path)!r} is not a readable training configuration ({error}); use another --out"
+            raise UserError(message) from error
+        if held != config:
+            differ = sorted(k for k in config.keys() | held.keys() if held.get(k) != config.get(k))
+            raise UserError(f"{str(out)!r} holds a training run with other settings ({', '.join(differ)}); "
+                            "use another --out or the same options")  # fmt: skip
+    elif (out / TRAIN_CHECKPOINT).exists():
+        raise UserError(f"{str(out)!r} holds a checkpoint without {TRAIN_CONFIG}; use another --out")
+    else:
+        run.atomic_write(path, lambda tmp: tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+
+
+def _save_npz(path: Path, x: Tensor) -> None:
+    with open(path, "wb") as handle:  # a handle: np.savez would append .npz to the temporary name
+        np.savez(handle, samples=x.float().cpu().numpy())
+
+
+def _train_samples(
+    sampler: Sampler, fixed: dict[str, Any], options: dict[str, Any], sde: Any, score: Any,
+    shape: tuple[int, ...], args: argparse.Namespace, device: torch.device,
+) -> Tensor:  # fmt: skip
+    generator = torch.Generator(device).manual_seed(args.seed + 2)
+    try:
+        with torch.no_grad():
+            x = sampler(sde, score, shape, generator=generator, device=device, progress=not args.quiet, **fixed,
+                        **options)  # fmt: skip
+    except (FloatingPointError, StepLimitError) as error:
+        raise UserError(f"sampling with {args.method!r} failed: {error}") from error
+    except (ValueError, TypeError) as error:
+        raise UserError(f"sampler {args.method!r} rejected the options {options}: {error}") from error
+    return cast(Tensor, x)
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -578,7 +757,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- entry point
 
-COMMANDS = {"sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo}
+COMMANDS = {"sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

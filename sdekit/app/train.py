@@ -33,14 +33,36 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sdekit.checks import batch_view, check_nonnegative_int, check_open_interval, check_positive, check_positive_int
-from sdekit.losses import dsm_loss
-from sdekit.sde import LinearSDE
+from sdekit.checks import (
+    batch_view,
+    check_choice,
+    check_nonnegative_int,
+    check_open_interval,
+    check_positive,
+    check_positive_int,
+)
+from sdekit.losses import NoiseLevels, ddpm_loss, dsm_loss, smld_loss
+from sdekit.score_matching import ism_loss, ssm_loss
+from sdekit.sde import VESDE, VPSDE, DiscreteVPSDE, LinearSDE, linear_betas
 
-__all__ = ["ScoreMLP", "EMA", "TrainResult", "train_score_model", "save_checkpoint", "load_checkpoint", "ema_weights"]
+__all__ = [
+    "ScoreMLP",
+    "ImageScore",
+    "EMA",
+    "TrainResult",
+    "Recipe",
+    "LOSSES",
+    "recipe",
+    "train_score_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "ema_weights",
+]
 
 #: ``data(n, generator) -> Tensor``: a fresh batch of n clean samples.
 DataFn = Callable[[int, torch.Generator | None], Tensor]
+#: ``loss(model, x0, generator) -> scalar``: one step's training objective (see :func:`recipe`).
+LossFn = Callable[[nn.Module, Tensor, torch.Generator | None], Tensor]
 
 
 class ScoreMLP(nn.Module):
@@ -102,6 +124,129 @@ class ScoreMLP(nn.Module):
         return -self.net(inputs) / batch_view(sigma, x)
 
 
+class ImageScore(nn.Module):
+    """s(x, t) = −ε̂(c_in(t)·x, label)/σ(t) with an ε-network on images, e.g. the digits UNet.
+
+    The same preconditioning as :class:`ScoreMLP`, c_in = 1/√(α²·data_std² + σ²); the network
+    gets the continuous label ``label_scale``·t (``label_scale`` = 999 reads t ∈ [0, 1] on a
+    DDPM network's 0 … 999 index scale).
+    """
+
+    def __init__(self, network: nn.Module, sde: LinearSDE, *, data_std: float = 0.5, label_scale: float = 999.0):
+        super().__init__()
+        if not isinstance(sde, LinearSDE):
+            raise TypeError(f"sde must be a sdekit.LinearSDE, got {type(sde).__name__}")
+        self.network, self.sde = network, sde
+        self.data_std = check_positive("data_std", data_std)
+        self.label_scale = check_positive("label_scale", label_scale)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        alpha, sigma = self.sde.kernel(t.double().expand(x.shape[0]))
+        c_in = (alpha**2 * self.data_std**2 + sigma**2).rsqrt()
+        label = (self.label_scale * t.double().expand(x.shape[0])).to(x.dtype)
+        return -self.network(x * batch_view(c_in, x), label) / batch_view(sigma, x)
+
+
+# --- recipes: a loss, the SDE its score lives on, and how the network is called -------------------------------------
+
+#: The losses :func:`recipe` knows: denoising (continuous, DDPM, NCSN levels) and the Jacobian-based ones.
+LOSSES = ("dsm", "ddpm", "smld", "ssm", "ism")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training loss as :func:`train_score_model` calls it, and the SDE to build the network on and sample with.
+
+    Every recipe trains a continuous-time score ``model(x, t)`` of ``sde`` (a :class:`ScoreMLP`
+    or :class:`ImageScore`): the discrete losses call it at the times of their levels, so the
+    trained model samples with every sdekit sampler as it is. ``sigmas`` are the noise levels
+    (largest first) of the multi-level losses, else None.
+    """
+
+    name: str
+    sde: LinearSDE
+    loss: LossFn
+    sigmas: Tensor | None = None
+
+    def at_levels(self, model: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
+        """``model`` as NCSN calls a network, ``score(x, i)`` at level index i (multi-level recipes only)."""
+        if self.sigmas is None:
+            raise ValueError(f"loss {self.name!r} has no noise levels")
+        return at_levels(model, self.sigmas)
+
+
+def at_levels(model: nn.Module, sigmas: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """A continuous-time score of VESDE(σ_L, σ_1) called at level indices: ``score(x, i) = model(x, t_i)``."""
+    times = level_times(sigmas)
+    return lambda x, i: model(x, times.to(x.device)[i].to(x.dtype))
+
+
+def level_times(sigmas: Tensor) -> Tensor:
+    """Times of the levels on VESDE(σ_L, σ_1): t_i = ln(σ_i/σ_L)/ln(σ_1/σ_L) (float64)."""
+    logs = sigmas.double().log()
+    return (logs - logs[-1]) / (logs[0] - logs[-1])
+
+
+def recipe(
+    name: str,
+    *,
+    sigma_max: float = 20.0,
+    sigma_min: float = 0.01,
+    levels: int = 32,
+    projections: int = 1,
+    eps: float = 1e-5,
+    timesteps: int = 1000,
+) -> Recipe:
+    """The training recipe for loss ``name`` (one of :data:`LOSSES`).
+
+    * ``"dsm"``: :func:`~sdekit.losses.dsm_loss` on VP(0.1, 20), t ~ U(eps, 1);
+    * ``"ddpm"``: :func:`~sdekit.losses.ddpm_loss` on DDPM's linear β schedule with
+      ``timesteps`` levels (a :class:`~sdekit.sde.DiscreteVPSDE`): ε = −σ_i·model(x, t_i);
+    * ``"smld"``, ``"ssm"``, ``"ism"``: NCSN's multi-level losses on ``levels`` geometric
+      σ from ``sigma_max`` to ``sigma_min`` (VESDE(σ_min, σ_max)): denoising
+      (:func:`~sdekit.losses.smld_loss`), sliced score matching, variance-reduced with
+      ``projections`` Gaussian projections (:func:`~sdekit.score_matching.ssm_loss`), or
+      implicit score matching with the exact trace in ≤ 16 dimensions
+      (:func:`~sdekit.score_matching.ism_loss`).
+
+    Choose ``sigma_max`` about the largest distance between two data points (NCSN v2's
+    advice) and ``sigma_min`` below the data's resolution.
+    """
+    name = check_choice("loss", name, LOSSES)
+    projections = check_positive_int("projections", projections)
+    if name == "dsm":
+        sde = VPSDE()
+        return Recipe(name, sde, lambda model, x0, g: dsm_loss(sde, model, x0, eps=eps, generator=g))
+    if name == "ddpm":
+        discrete = DiscreteVPSDE.from_betas(linear_betas(check_positive_int("timesteps", timesteps)))
+        times = torch.arange(1, discrete.num_timesteps + 1, dtype=torch.float64) / discrete.num_timesteps
+
+        def ddpm(model: nn.Module, x0: Tensor, g: torch.Generator | None) -> Tensor:
+            def eps_model(x: Tensor, i: Tensor) -> Tensor:
+                t = times.to(x.device)[i]
+                return -batch_view(discrete.std(t), x) * model(x, t.to(x.dtype))
+
+            return ddpm_loss(eps_model, discrete, x0, generator=g)
+
+        return Recipe(name, discrete, ddpm)
+    levels = check_positive_int("levels", levels)
+    if levels < 2 or not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need levels >= 2 and 0 < sigma_min < sigma_max, got {levels}, {sigma_min}, {sigma_max}")
+    sigmas = torch.logspace(math.log10(sigma_max), math.log10(sigma_min), levels, dtype=torch.float64)
+    ve = VESDE(sigma_min=sigma_min, sigma_max=sigma_max)
+    noise = NoiseLevels(sigmas)
+
+    def multi_level(model: nn.Module, x0: Tensor, g: torch.Generator | None) -> Tensor:
+        score = at_levels(model, sigmas)
+        if name == "smld":
+            return smld_loss(score, sigmas, x0, generator=g)
+        if name == "ssm":
+            return ssm_loss(score, x0, noise=noise, n_projections=projections, variance_reduced=True, generator=g)
+        return ism_loss(score, x0, noise=noise, n_projections=projections, generator=g)
+
+    return Recipe(name, ve, multi_level, sigmas)
+
+
 class EMA:
     """Exponential moving average of a model's parameters and buffers: θ̄ ← θ̄ + (1 − d)(θ − θ̄).
 
@@ -156,8 +301,9 @@ def train_score_model(
     checkpoint_every: int = 0,
     resume: bool = True,
     progress: bool = False,
+    loss: LossFn | None = None,
 ) -> TrainResult:
-    """Train ``model`` as a score of ``sde`` by :func:`~sdekit.losses.dsm_loss` with Adam and an EMA copy.
+    """Train ``model`` as a score of ``sde`` with Adam and an EMA copy, by DSM or by ``loss``.
 
     Args:
         model: the score network ``model(x, t)`` (e.g. :class:`ScoreMLP`); trained in place.
@@ -174,9 +320,19 @@ def train_score_model(
         checkpoint: path of a safetensors file written atomically (temp file + rename) every
             ``checkpoint_every`` steps (0: only at the end), and read first when ``resume``.
         progress: show a tqdm bar with the running loss.
+        loss: ``loss(model, x0, generator) -> scalar`` instead of :func:`~sdekit.losses.dsm_loss`
+            on ``sde`` (``weighting`` and ``eps`` are then unused): e.g. ``recipe("ssm").loss``.
     """
     steps, batch_size = check_positive_int("steps", steps), check_positive_int("batch_size", batch_size)
     lr, every = check_positive("lr", lr), check_nonnegative_int("checkpoint_every", checkpoint_every)
+    if loss is not None and not callable(loss):
+        raise TypeError(f"loss must be a function loss(model, x0, generator), got {type(loss).__name__}")
+
+    def objective(net: nn.Module, x0: Tensor, g: torch.Generator | None) -> Tensor:
+        if loss is not None:
+            return loss(net, x0, g)
+        return dsm_loss(sde, net, x0, eps=eps, weighting=weighting, generator=g)
+
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     ema = EMA(model, ema_decay)
     draw = _batches(data, batch_size)
@@ -187,15 +343,15 @@ def train_score_model(
     model.train()
     with tqdm(total=steps, initial=result.steps, disable=not progress, desc="training", unit="step") as bar:
         while result.steps < steps:
-            loss = dsm_loss(sde, model, draw(generator), eps=eps, weighting=weighting, generator=generator)
+            value = objective(model, draw(generator), generator)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             for group in optimizer.param_groups:
                 group["lr"] = _cosine(lr, result.steps, steps)
             optimizer.step()
             ema.update(model)
             result.steps += 1
-            result.losses.append(float(loss.detach()))
+            result.losses.append(float(value.detach()))
             bar.update(1)
             bar.set_postfix(loss=f"{result.losses[-1]:.4f}", refresh=False)
             if checkpoint is not None and (result.steps == steps or (every and result.steps % every == 0)):
