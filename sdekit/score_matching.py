@@ -131,10 +131,8 @@ def ism_loss(
     n_projections = check_positive_int("n_projections", n_projections)
     projection = check_choice("projection", projection, PROJECTIONS)
     reduce = check_choice("reduce", reduce, REDUCTIONS)
-    point = _point(x0, noise, generator)
     with torch.enable_grad():
-        x = point.x.detach().requires_grad_(True)
-        s = _score(score, point, "score", x)
+        point, x, s = _differentiable_score(score, x0, noise, generator)
         dim = x[0].numel()
         if trace == "exact" or (trace == "auto" and dim <= EXACT_TRACE_MAX_DIM):
             tr = _exact_trace(s, x)
@@ -173,10 +171,8 @@ def ssm_loss(
     n_projections = check_positive_int("n_projections", n_projections)
     projection = check_choice("projection", projection, PROJECTIONS)
     reduce = check_choice("reduce", reduce, REDUCTIONS)
-    point = _point(x0, noise, generator)
     with torch.enable_grad():
-        x = point.x.detach().requires_grad_(True)
-        s = _score(score, point, "score", x)
+        point, x, s = _differentiable_score(score, x0, noise, generator)
         trace, sliced_norm = _hutchinson(s, x, n_projections, projection, generator)
         norm = s.flatten(1).square().sum(1) if variance_reduced else sliced_norm
         return _finish(trace + 0.5 * norm, point, reduce, per_sample)
@@ -229,6 +225,15 @@ def _score(score: ScoreLike, point: _Point, name: str, x: Tensor | None = None) 
     out = score(x) if point.label is None else score(x, point.label)
     check_score_output(out, x, name)
     return out
+
+
+def _differentiable_score(
+    score: ScoreLike, x0: Tensor, noise: Noise, generator: torch.Generator | None
+) -> tuple[_Point, Tensor, Tensor]:
+    """(point, x, s(x)) with x a leaf that requires grad, so the Jacobian of s in x can be taken (under enable_grad)."""
+    point = _point(x0, noise, generator)
+    x = point.x.detach().requires_grad_(True)
+    return point, x, _score(score, point, "score", x)
 
 
 def _exact_trace(s: Tensor, x: Tensor) -> Tensor:
