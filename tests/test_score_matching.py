@@ -225,6 +225,43 @@ def test_weights_reduction_and_batch_mean(points):
     esm = esm_loss(score, points, lambda x, i: torch.zeros_like(x), noise=noise, reduce="sum", per_sample=True,
                    generator=g(10))  # fmt: skip
     torch.testing.assert_close(esm, sigma**2 * 0.5 * score(noisy, level).square().sum(1), rtol=1e-12, atol=0)
+    esm_mean = esm_loss(score, points, lambda x, i: torch.zeros_like(x), noise=noise, generator=g(10))
+    torch.testing.assert_close(esm_mean, esm.mean() / 3, rtol=1e-12, atol=0)
+    v = torch.randn(points.shape, generator=draw, dtype=torch.float64)  # SSM's projection comes after the noise
+    s = score(noisy, level)
+    quad = torch.einsum("bi,ij,bj->b", v, A, v) / (1 + level)
+    for reduced, norm in ((False, (v * s).sum(1).square()), (True, s.square().sum(1))):
+        expected = sigma**2 * (quad + 0.5 * norm)
+        common = {"noise": noise, "variance_reduced": reduced}
+        per = ssm_loss(score, points, reduce="sum", per_sample=True, generator=g(10), **common)
+        torch.testing.assert_close(per, expected, rtol=1e-12, atol=0)
+        mean = ssm_loss(score, points, generator=g(10), **common)
+        torch.testing.assert_close(mean, expected.mean() / 3, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("importance_sampling", [False, True])
+def test_continuous_time_weights_are_sigma2_or_g2(points, importance_sampling):
+    """λ(t) = σ(t)² ("std2") or g(t)² ("likelihood"; importance sampled: its weight times σ²), x_t from the kernel."""
+    sde = VPSDE()
+    for weighting in ("std2", "likelihood") if not importance_sampling else ("likelihood",):
+        noise = ContinuousTime(sde, eps=1e-3, weighting=weighting, importance_sampling=importance_sampling)
+        draw = noise.perturb(points, g(12))  # the same draws the loss makes with the same seed
+        t = draw.label.double()
+        if importance_sampling:
+            from sdekit.losses import likelihood_time_sampler
+
+            t_is, weight = likelihood_time_sampler(sde, 1e-3).sample(5, generator=g(12))
+            torch.testing.assert_close(t, t_is)
+            lam = weight * sde.std(t) ** 2
+        else:
+            lam = sde.std(t) ** 2 if weighting == "std2" else sde.diffusion_squared(t)
+        alpha, sigma = sde.kernel(t)
+        z = draw.noise
+        torch.testing.assert_close(draw.x, alpha[:, None] * points + sigma[:, None] * z, rtol=1e-12, atol=1e-12)
+        score = lambda x, t: linear_score(x)  # noqa: E731
+        got = ism_loss(score, points, noise=noise, reduce="sum", per_sample=True, generator=g(12))
+        expected = lam * (torch.trace(A) + 0.5 * linear_score(draw.x).square().sum(1))
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=0)
 
 
 def test_the_loss_is_differentiable_in_the_parameters_even_under_no_grad(data):

@@ -83,6 +83,32 @@ def test_every_recipe_trains_a_few_steps_and_lowers_its_loss(name):
     assert math.isfinite(last) and last < first, (first, last)
 
 
+def test_each_recipe_is_its_loss_on_its_levels():
+    """recipe(name).loss(model, x0, g) is the library's loss called directly on the recipe's SDE and levels."""
+    from sdekit import dsm_loss, ism_loss, smld_loss, ssm_loss
+    from sdekit.losses import NoiseLevels
+
+    x0 = torch.randn(32, 2, generator=g(0), dtype=torch.float64)
+    for name in ("dsm", "smld", "ssm", "ism"):
+        plan = recipe(name, sigma_max=10.0, sigma_min=0.05, levels=6)
+        torch.manual_seed(0)
+        model = ScoreMLP(plan.sde, dim=2, hidden=16, depth=2).double()
+        if name == "dsm":
+            direct = dsm_loss(plan.sde, model, x0, eps=1e-5, generator=g(1))
+        else:
+            assert plan.sigmas is not None
+            levels = torch.logspace(1.0, math.log10(0.05), 6, dtype=torch.float64)
+            torch.testing.assert_close(plan.sigmas, levels, rtol=1e-14, atol=0)  # largest first
+            score, noise = plan.at_levels(model), NoiseLevels(levels)
+            if name == "smld":
+                direct = smld_loss(score, levels, x0, generator=g(1))
+            elif name == "ssm":
+                direct = ssm_loss(score, x0, noise=noise, variance_reduced=True, generator=g(1))
+            else:
+                direct = ism_loss(score, x0, noise=noise, generator=g(1))
+        assert torch.equal(plan.loss(model, x0, g(1)), direct), name
+
+
 def test_image_score_preconditions_an_eps_network():
     sde = recipe("dsm").sde
     seen = {}
@@ -164,7 +190,7 @@ def test_train_command_trains_samples_and_evaluates(tmp_path):
         (["--data", "cifar"], "unknown --data 'cifar'; valid: digits, gmm2d"),
         (["--train-steps", "0"], "--train-steps must be >= 1, got 0"),
         (["--projections", "0"], "--projections must be >= 1"),
-        (["--sigma-min", "30"], "--sigma-min 30.0 must be below the largest level"),
+        (["--loss", "ssm", "--sigma-min", "30"], "--sigma-min 30.0 must be below the largest level"),
         (["--lr", "nan"], "--lr must be a finite number > 0"),
         (["--ema-decay", "1"], "--ema-decay must lie in (0, 1)"),
         (["--method", "nope"], "unknown method 'nope'; valid: adaptive"),
@@ -180,6 +206,11 @@ def test_train_command_refuses_a_folder_with_other_settings(tmp_path):
     assert sdekit_train(*FAST, "--train-steps", "5", "-n", "0", "--out", "a", cwd=tmp_path).returncode == 0
     result = sdekit_train(*FAST, "--train-steps", "5", "-n", "0", "--lr", "1e-3", "--out", "a", cwd=tmp_path)
     assert result.returncode == 2 and "holds a training run with other settings (lr)" in result.stderr
+    resample = sdekit_train(*FAST, "--train-steps", "5", "-n", "16", "--steps", "10", "--out", "a", cwd=tmp_path)
+    assert resample.returncode == 0 and "samples:" in resample.stdout  # sampling options may change
+    no_levels = sdekit_train("--loss", "dsm", "--sigma-min", "30", "--levels", "1", "--train-steps", "2", "-n", "0",
+                             "--out", "b", cwd=tmp_path)  # fmt: skip
+    assert no_levels.returncode == 0, no_levels.stderr  # level options do not apply to dsm
 
 
 def _step(path: Path) -> int:

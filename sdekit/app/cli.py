@@ -579,13 +579,12 @@ TRAIN_CONFIG = "train.json"
 TRAIN_CHECKPOINT = "checkpoint.safetensors"
 
 
-def _train_config(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
-    """What decides the trained weights (and the final samples): a resumed run must match it exactly."""
+def _train_config(args: argparse.Namespace) -> dict[str, Any]:
+    """What decides the trained weights: a resumed run must match it exactly (the final sampling may differ)."""
     keys = ("data", "loss", "train_steps", "batch_size", "lr", "ema_decay", "levels", "sigma_max", "sigma_min",
             "projections", "seed", "threads")  # fmt: skip
-    sampling = {"num": args.num, "method": args.method, "options": options}
     config = {key: getattr(args, key) for key in keys}
-    return {**config, "device": args.device.split(":")[0], "sample": sampling, "sdekit_version": __version__}
+    return {**config, "device": args.device.split(":")[0], "sdekit_version": __version__}
 
 
 def _training_data(name: str, generator_seed: int) -> tuple[Any, tuple[int, ...], float, float]:
@@ -609,12 +608,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     check = [("--train-steps", args.train_steps, 1), ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0),
              ("--threads", args.threads, 1), ("--checkpoint-every", args.checkpoint_every, 0),
-             ("--num-samples", args.num, 0), ("--levels", args.levels, 2),
-             ("--projections", args.projections, 1)]  # fmt: skip
+             ("--num-samples", args.num, 0), ("--projections", args.projections, 1)]  # fmt: skip
+    multi_level = args.loss in ("smld", "ssm", "ism")
+    if multi_level:
+        check.append(("--levels", args.levels, 2))
     for flag, value, least in check:
         if value < least:
             raise UserError(f"{flag} must be >= {least}, got {value}")
     for flag, value in (("--lr", args.lr), ("--sigma-min", args.sigma_min), ("--sigma-max", args.sigma_max)):
+        if flag != "--lr" and not multi_level:
+            continue
         if value is not None and not (0 < value < float("inf")):
             raise UserError(f"{flag} must be a finite number > 0, got {value}")
     if not 0 < args.ema_decay < 1:
@@ -629,15 +632,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = torch.device(_device(args.device))
     data, shape, data_std, spread = _training_data(args.data, args.seed)
     sigma_max = args.sigma_max if args.sigma_max is not None else spread
-    if not args.sigma_min < sigma_max:
+    if multi_level and not args.sigma_min < sigma_max:
         raise UserError(f"--sigma-min {args.sigma_min} must be below the largest level {sigma_max:.4g}")
+    levels = {"sigma_max": sigma_max, "sigma_min": args.sigma_min, "levels": args.levels} if multi_level else {}
     try:
-        plan = recipe(args.loss, sigma_max=sigma_max, sigma_min=args.sigma_min, levels=args.levels,
-                      projections=args.projections)  # fmt: skip
+        plan = recipe(args.loss, projections=args.projections, **levels)
     except ValueError as error:
         raise UserError(str(error)) from error
     out = Path(args.out) if args.out is not None else Path("runs") / f"train-{args.data}-{args.loss}"
-    config = _train_config(args, options)
+    config = _train_config(args)
     torch.set_num_threads(args.threads)
     with run.lock(out):
         _prepare_train_out(run, out, config)
