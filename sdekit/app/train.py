@@ -117,11 +117,16 @@ class ScoreMLP(nn.Module):
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        alpha, sigma = self.sde.kernel(t.double().expand(x.shape[0]))
-        c_in = (alpha**2 * self.data_std**2 + sigma**2).rsqrt()
+        alpha, sigma, c_in = preconditioning(self.sde, t, x, self.data_std)
         features = self.time_features(alpha.log() - sigma.log()).to(x.dtype)
         inputs = torch.cat([x * batch_view(c_in, x), features], dim=1)
         return -self.net(inputs) / batch_view(sigma, x)
+
+
+def preconditioning(sde: LinearSDE, t: Tensor, x: Tensor, data_std: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(α, σ, c_in) per sample, float64: the kernel at t and the input scale 1/√(α²·data_std² + σ²)."""
+    alpha, sigma = sde.kernel(t.double().expand(x.shape[0]))
+    return alpha, sigma, (alpha**2 * data_std**2 + sigma**2).rsqrt()
 
 
 class ImageScore(nn.Module):
@@ -141,8 +146,7 @@ class ImageScore(nn.Module):
         self.label_scale = check_positive("label_scale", label_scale)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        alpha, sigma = self.sde.kernel(t.double().expand(x.shape[0]))
-        c_in = (alpha**2 * self.data_std**2 + sigma**2).rsqrt()
+        _, sigma, c_in = preconditioning(self.sde, t, x, self.data_std)
         label = (self.label_scale * t.double().expand(x.shape[0])).to(x.dtype)
         return -self.network(x * batch_view(c_in, x), label) / batch_view(sigma, x)
 
@@ -177,8 +181,20 @@ class Recipe:
 
 def at_levels(model: nn.Module, sigmas: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
     """A continuous-time score of VESDE(σ_L, σ_1) called at level indices: ``score(x, i) = model(x, t_i)``."""
-    times = level_times(sigmas)
-    return lambda x, i: model(x, times.to(x.device)[i].to(x.dtype))
+    times = _on_device(level_times(sigmas))
+    return lambda x, i: model(x, times(x.device)[i].to(x.dtype))
+
+
+def _on_device(table: Tensor) -> Callable[[torch.device], Tensor]:
+    """``table`` on a device, copied there once (a copy per training step would be a transfer)."""
+    copies: dict[torch.device, Tensor] = {}
+
+    def on(device: torch.device) -> Tensor:
+        if device not in copies:
+            copies[device] = table.to(device)
+        return copies[device]
+
+    return on
 
 
 def level_times(sigmas: Tensor) -> Tensor:
@@ -219,11 +235,11 @@ def recipe(
         return Recipe(name, sde, lambda model, x0, g: dsm_loss(sde, model, x0, eps=eps, generator=g))
     if name == "ddpm":
         discrete = DiscreteVPSDE.from_betas(linear_betas(check_positive_int("timesteps", timesteps)))
-        times = torch.arange(1, discrete.num_timesteps + 1, dtype=torch.float64) / discrete.num_timesteps
+        times = _on_device(torch.arange(1, discrete.num_timesteps + 1, dtype=torch.float64) / discrete.num_timesteps)
 
         def ddpm(model: nn.Module, x0: Tensor, g: torch.Generator | None) -> Tensor:
             def eps_model(x: Tensor, i: Tensor) -> Tensor:
-                t = times.to(x.device)[i]
+                t = times(x.device)[i]
                 return -batch_view(discrete.std(t), x) * model(x, t.to(x.dtype))
 
             return ddpm_loss(eps_model, discrete, x0, generator=g)
