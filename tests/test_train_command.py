@@ -107,6 +107,12 @@ def test_each_recipe_is_its_loss_on_its_levels():
             else:
                 direct = ism_loss(score, x0, noise=noise, generator=g(1))
         assert torch.equal(plan.loss(model, x0, g(1)), direct), name
+    plan = recipe("ssm", sigma_max=10.0, sigma_min=0.05, levels=6, projections=3)  # the projections reach the loss
+    torch.manual_seed(0)
+    model = ScoreMLP(plan.sde, dim=2, hidden=16, depth=2).double()
+    three = ssm_loss(plan.at_levels(model), x0, noise=NoiseLevels(plan.sigmas), n_projections=3, variance_reduced=True,
+                     generator=g(1))  # fmt: skip
+    assert torch.equal(plan.loss(model, x0, g(1)), three)
 
 
 def test_image_score_preconditions_an_eps_network():
