@@ -10,9 +10,24 @@ seed, a small batch, float64, with a smooth non-linear score; its samples and it
     python tests/test_golden.py --record
 
 and the test compares against them: counts exactly, samples to 1e-10 relative (float64
-reductions may be reordered by a different thread count; anything larger is a change of
-behaviour). ``python tests/test_golden.py --check`` says how many cases agree bit for bit.
-Re-record only for an intended change of behaviour, and say so in the commit.
+reductions may be reordered by a different thread count), or, for the few cases whose output
+is ill-conditioned, to ``MARGIN`` times their measured sensitivity (below). Anything larger is
+a change of behaviour. ``python tests/test_golden.py --check`` says how many cases agree bit
+for bit. Re-record only for an intended change of behaviour, and say so in the commit.
+
+**Sensitivity.** The last bits of float64 exp, log and tanh are not the same on every machine:
+torch sends contiguous tensors to MKL's vector maths, whose code path depends on the processor
+(the goldens agree bit for bit on the AMD EPYC they were recorded on and differ in the last bit
+of exp/tanh on an Intel Xeon). Most cases pass such a difference through unchanged, but a few
+amplify it: an adaptive controller's error ratio is the difference of two nearly equal
+solutions, so each accepted step size carries the roundoff magnified, and the factor compounds
+over the steps (on ``sde/adaptive/ve`` a 2^-52 relative change of the score moves the step sizes
+by 2e-14 at the first step, 4e-12 by the twentieth and the samples by 1e-4); dopri5 on the
+discrete VP integrates a piecewise-constant beta. ``--record-sensitivity`` measures each case's
+largest relative change when the score is multiplied by 1 + k 2^-52 (k = ±1, ±2, ±4, ±8) and
+writes those above 1e-10 into ``golden/sensitivity.json``; the test allows ``MARGIN`` times that,
+and still requires the counts (NFE, steps, rejected steps) to be equal. On the Intel machine
+the five cases above 1e-8 moved by 0.09-1.3 times their recorded sensitivity.
 
 History: the one-code-path steppers (``solvers/coefficients.py``) left every case on a LinearSDE
 bit for bit; Euler–Maruyama and reverse diffusion on the generic VP (8 cases) moved by at most
@@ -22,6 +37,7 @@ The heun_euler pair's cases were added when it was (``--record-missing``).
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,10 +53,15 @@ from sdekit.solvers import CORRECTORS, PREDICTORS
 from sdekit.solvers.adaptive_ode import TABLEAUS
 
 GOLDEN = Path(__file__).parent / "golden" / "samplers.pt"
+SENSITIVITY = GOLDEN.with_name("sensitivity.json")
 SHAPE = (3, 2)
 STEPS = 6
 SEED = 20261202
 RTOL = 1e-10
+#: A case may move by this many times its measured sensitivity to a last-bit change of the score.
+MARGIN = 10.0
+#: The perturbations of the sensitivity measurement: the score times 1 + k 2^-52.
+PERTURBATIONS = (-8, -4, -2, -1, 1, 2, 4, 8)
 
 
 class GenericVP(sdekit.SDE):
@@ -87,11 +108,12 @@ def make_score(sde: sdekit.SDE) -> Callable[[Tensor, Tensor], Tensor]:
     return score
 
 
-def _run(kind: str, method: str, sde: sdekit.SDE) -> tuple[Tensor, list[int]]:
+def _run(kind: str, method: str, sde: sdekit.SDE, perturbation: float = 0.0) -> tuple[Tensor, list[int]]:
     generator = torch.Generator().manual_seed(SEED)
     denoise = isinstance(sde, sdekit.LinearSDE)  # Tweedie's formula needs the Gaussian kernel
     common = {"shape": SHAPE, "generator": generator, "dtype": torch.float64, "return_info": True, "denoise": denoise}
-    score = make_score(sde)
+    exact = make_score(sde)
+    score = exact if perturbation == 0.0 else (lambda x, t: exact(x, t) * (1.0 + perturbation))
     if kind == "pc":
         predictor, corrector = method.split("+")
         x, info = sdekit.pc_sample(sde, score, steps=STEPS, predictor=predictor, corrector=corrector, **common)
@@ -121,13 +143,40 @@ def key(case: tuple[str, str, str]) -> str:
     return "/".join(case)
 
 
-def compute(case: tuple[str, str, str]) -> tuple[Tensor, list[int]] | str:
-    """The case's (samples, counts), or the type and message of the error it raises."""
+def compute(case: tuple[str, str, str], perturbation: float = 0.0) -> tuple[Tensor, list[int]] | str:
+    """The case's (samples, counts), or the type and message of the error it raises.
+
+    ``perturbation``: the score is multiplied by 1 + perturbation (the sensitivity measurement).
+    """
     kind, method, name = case
     try:
-        return _run(kind, method, SDES[name]())
+        return _run(kind, method, SDES[name](), perturbation)
     except (TypeError, ValueError) as error:  # a method that refuses this SDE refuses it the same way after
         return f"{type(error).__name__}: {error}"
+
+
+def relative_change(x: Tensor, reference: Tensor) -> float:
+    """The largest elementwise relative difference (the quantity ``assert_close``'s rtol bounds)."""
+    return float(((x - reference).abs() / reference.abs()).max())
+
+
+def sensitivity(case: tuple[str, str, str]) -> float:
+    """The largest relative change of the case's samples under last-bit perturbations of the score."""
+    reference = compute(case)
+    if isinstance(reference, str):
+        return 0.0
+    changes = []
+    for k in PERTURBATIONS:
+        got = compute(case, k * 2.0**-52)
+        assert not isinstance(got, str), got
+        assert got[1] == reference[1], f"{key(case)}: a last-bit change of the score changed the counts"
+        changes.append(relative_change(got[0], reference[0]))
+    return max(changes)
+
+
+def tolerance(case: tuple[str, str, str], sensitivities: dict[str, float]) -> float:
+    """The relative tolerance of a case: RTOL, or MARGIN times its recorded sensitivity if larger."""
+    return max(RTOL, MARGIN * sensitivities.get(key(case), 0.0))
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +184,15 @@ def golden() -> dict[str, object]:
     return torch.load(GOLDEN, weights_only=True)
 
 
+@pytest.fixture(scope="module")
+def sensitivities() -> dict[str, float]:
+    return json.loads(SENSITIVITY.read_text())
+
+
 @pytest.mark.parametrize("case", cases(), ids=key)
-def test_sampler_output_unchanged(case: tuple[str, str, str], golden: dict[str, object]) -> None:
+def test_sampler_output_unchanged(
+    case: tuple[str, str, str], golden: dict[str, object], sensitivities: dict[str, float]
+) -> None:
     expected = golden[key(case)]
     got = compute(case)
     if isinstance(expected, str):
@@ -145,12 +201,30 @@ def test_sampler_output_unchanged(case: tuple[str, str, str], golden: dict[str, 
     assert not isinstance(got, str), got
     (x, counts), (x_expected, counts_expected) = got, expected
     assert counts == counts_expected
-    torch.testing.assert_close(x, x_expected, rtol=RTOL, atol=0.0)
+    torch.testing.assert_close(x, x_expected, rtol=tolerance(case, sensitivities), atol=0.0)
 
 
-def test_every_case_is_recorded(golden: dict[str, object]) -> None:
+def test_every_case_is_recorded(golden: dict[str, object], sensitivities: dict[str, float]) -> None:
     """A new sampler must be added to the golden file (record it), not skipped silently."""
     assert sorted(golden) == sorted(key(case) for case in cases())
+    assert set(sensitivities) <= set(golden)
+
+
+def test_widened_cases_are_few_and_measured(sensitivities: dict[str, float]) -> None:
+    """The sensitivity file widens only ill-conditioned cases, each by a measured amount.
+
+    If a change makes many more cases sensitive, that is itself a change of behaviour to look at.
+    """
+    assert len(sensitivities) <= 12
+    assert all(RTOL < value < 1e-3 for value in sensitivities.values())
+
+
+def test_sensitivity_is_recorded_as_measured(sensitivities: dict[str, float]) -> None:
+    """The recorded sensitivity of the worst case is what the perturbation measures now (within 4x)."""
+    worst = max(sensitivities, key=sensitivities.__getitem__)
+    kind, method, name = worst.split("/")
+    measured = sensitivity((kind, method, name))
+    assert sensitivities[worst] / 4 < measured < 4 * sensitivities[worst]
 
 
 def _main(argv: list[str]) -> None:
@@ -164,8 +238,16 @@ def _main(argv: list[str]) -> None:
         golden.update({key(case): compute(case) for case in missing})
         torch.save(golden, GOLDEN)
         print(f"recorded {len(missing)} new cases: {[key(case) for case in missing]}")
+    elif argv == ["--record-sensitivity"]:  # the measurement only: the recorded samples are not touched
+        measured = {key(case): sensitivity(case) for case in cases()}
+        above = {name: float(f"{value:.3g}") for name, value in measured.items() if value > RTOL}
+        temporary = SENSITIVITY.with_suffix(".tmp")
+        temporary.write_text(json.dumps(dict(sorted(above.items())), indent=1) + "\n")
+        temporary.replace(SENSITIVITY)
+        print(f"{len(above)} cases above {RTOL:g}: {above}")
     elif argv == ["--check"]:
         golden = torch.load(GOLDEN, weights_only=True)
+        widened = json.loads(SENSITIVITY.read_text())
         identical, close, changed = 0, 0, []
         for case in cases():
             got, expected = compute(case), golden.get(key(case))
@@ -174,14 +256,15 @@ def _main(argv: list[str]) -> None:
                 changed += [] if got == expected else [key(case)]
             elif got[1] == expected[1] and torch.equal(got[0], expected[0]):
                 identical += 1
-            elif got[1] == expected[1] and torch.allclose(got[0], expected[0], rtol=RTOL, atol=0.0):
+            elif got[1] == expected[1] and torch.allclose(got[0], expected[0], rtol=tolerance(case, widened), atol=0.0):
                 close += 1
-                print(f"close, not identical: {key(case)}")
+                print(f"close, not identical: {key(case)} ({relative_change(got[0], expected[0]):.2g} relative)")
             else:
                 changed.append(key(case))
-        print(f"{identical} bit for bit, {close} within {RTOL:g} relative, {len(changed)} changed: {changed}")
+        print(f"{identical} bit for bit, {close} within their tolerance, {len(changed)} changed: {changed}")
     else:
-        raise SystemExit("usage: python tests/test_golden.py --record | --record-missing | --check")
+        usage = "--record | --record-missing | --record-sensitivity | --check"
+        raise SystemExit(f"usage: python tests/test_golden.py {usage}")
 
 
 if __name__ == "__main__":
