@@ -8,6 +8,7 @@ See docs/design.md for the layout and the conventions every public function keep
 
 from sdekit.checks import ScoreError
 from sdekit.grids import make_grid
+from sdekit.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from sdekit.likelihood import LikelihoodInfo, bits_per_dim, log_likelihood, uniform_dequantize
 from sdekit.losses import ddpm_loss, dsm_loss, smld_loss
 from sdekit.reverse import ProbabilityFlow, ReverseSDE, ScoreFn, probability_flow, reverse
@@ -58,5 +59,7 @@ __all__ = [
     "esm_loss",
     "ism_loss",
     "ssm_loss",
+    "ClassifierGuidance",
+    "ClassifierFreeGuidance",
     "__version__",
 ]

@@ -93,3 +93,40 @@ def test_likelihood_with_per_sample_labels(divergence: str) -> None:
             VPSDE(), alone, x, divergence=divergence, generator=torch.Generator().manual_seed(3)
         )
         torch.testing.assert_close(mixed[rows], same[rows], rtol=1e-10, atol=1e-10)
+
+
+def _every_adapter(model_kwargs: dict[str, Tensor]) -> list[object]:
+    from sdekit.adapters import edm, ncsn, v, x0
+
+    def network(x: Tensor, label: Tensor, **kwargs: Tensor) -> Tensor:
+        return x
+
+    sde = VPSDE()
+    return [
+        ddpm.EpsilonScore(network, sde, model_kwargs=model_kwargs),
+        x0.DataScore(network, sde, model_kwargs=model_kwargs),
+        v.VelocityScore(network, sde, model_kwargs=model_kwargs),
+        edm.DenoiserScore(network, sde, model_kwargs=model_kwargs),
+        ncsn.NCSNScore(network, torch.tensor([1.0, 0.1]), model_kwargs=model_kwargs),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5), ids=["ddpm", "x0", "v", "edm", "ncsn"])
+def test_every_adapter_carries_per_sample_kwargs_and_swaps_them(index: int) -> None:
+    """Each adapter selects its per-sample model_kwargs (the adaptive solvers) and swaps them (guidance).
+
+    The EDM adapter once had neither: per-sample labels under an adaptive solver reached its
+    network with the full batch's labels.
+    """
+    from sdekit.guidance import ConditionalScore
+    from sdekit.per_sample import SelectsRows
+
+    score = _every_adapter({"class_labels": LABELS})[index]
+    assert isinstance(score, SelectsRows) and isinstance(score, ConditionalScore)
+    selected = score.select(torch.tensor([1, 3]), batch_size=8)
+    assert torch.equal(selected.model_kwargs["class_labels"], torch.tensor([1, 0]))
+    swapped = score.with_model_kwargs({"class_labels": torch.zeros(8, dtype=torch.long)})
+    assert torch.equal(swapped.model_kwargs["class_labels"], torch.zeros(8, dtype=torch.long))
+    assert torch.equal(score.model_kwargs["class_labels"], LABELS)  # the original is untouched
+    with pytest.raises(TypeError, match="model_kwargs must be a mapping"):
+        score.with_model_kwargs([1, 2])  # type: ignore[arg-type]

@@ -54,8 +54,16 @@ class PerSampleKwargs:
     model_kwargs: dict[str, Any]
 
     def select(self, rows: Tensor, batch_size: int) -> Any:
+        return self.with_model_kwargs(index_per_sample(self.model_kwargs, rows, batch_size))
+
+    def with_model_kwargs(self, model_kwargs: Mapping[str, Any]) -> Any:
+        """The same score (same network, same parameters) calling the network with ``model_kwargs`` instead.
+
+        Classifier-free guidance (:class:`sdekit.guidance.ClassifierFreeGuidance`) uses it for its
+        one batched call on the conditional and unconditional inputs.
+        """
         selected = copy.copy(self)
-        selected.model_kwargs = index_per_sample(self.model_kwargs, rows, batch_size)
+        selected.model_kwargs = check_model_kwargs(model_kwargs)
         return selected
 
 

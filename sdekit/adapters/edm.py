@@ -19,6 +19,7 @@ from torch import Tensor
 import sdekit
 from sdekit.adapters._common import (
     Network,
+    PerSampleKwargs,
     call_network,
     check_inputs,
     check_linear_sde,
@@ -31,7 +32,7 @@ from sdekit.checks import batch_view
 __all__ = ["DenoiserScore"]
 
 
-class DenoiserScore(torch.nn.Module):
+class DenoiserScore(PerSampleKwargs, torch.nn.Module):
     """``score(x, t) = (α D(x/α, σ/α) − x)/σ²``, a ``torch.nn.Module`` wrapping ``denoiser``.
 
     Args:

@@ -262,6 +262,25 @@ class GaussianMixture:
         log_p = self._chunked(flat, alpha, sigma, lambda log_joint: torch.logsumexp(log_joint, dim=0))
         return log_p.to(x.dtype)
 
+    def class_log_posterior(self, x: Tensor, *, sde: LinearSDE | None = None, t: TimeLike = None) -> Tensor:
+        """Exact log p_t(k | x) of each component k, shape ``(B, K)``, in ``x.dtype``: the noisy classifier.
+
+        The posterior of the component that generated x_0, given the noised x_t ~ p_t: the
+        ideal noise-conditional classifier of classifier guidance (``t`` a float or ``(B,)``;
+        ``sde=None`` or ``t=None`` gives the clean posterior). Differentiable in ``x``, so
+        ∇ₓ log p_t(k | x) + the score is the exact score of :meth:`component` k at time t.
+        """
+        flat = self._flatten("x", x)
+        alpha, sigma = _schedule(sde, t, flat.shape[0], flat.device)
+        log_posterior = self._chunked(flat, alpha, sigma, lambda log_joint: torch.log_softmax(log_joint, dim=0).T)
+        return log_posterior.to(x.dtype)
+
+    def component(self, k: int) -> GaussianMixture:
+        """Component k alone, as a one-component mixture with this mixture's event shape (for exact conditionals)."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.num_components:
+            raise ValueError(f"k must be a component index in [0, {self.num_components}), got {k!r}")
+        return GaussianMixture([1.0], self.means[k : k + 1], self.covariances[k : k + 1], event_shape=self.event_shape)
+
     def classify(self, x: Tensor) -> Tensor:
         """Index of the component with the highest posterior responsibility under p_0, LongTensor ``(B,)``."""
         flat = self._flatten("x", x).detach()
