@@ -28,6 +28,7 @@ deterministic samples (and an encoder, via ``x_T=``) at a few hundred NFE.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, overload
@@ -93,6 +94,7 @@ class _Inputs:
     autocast: torch.dtype | None
     compile: bool | Mapping[str, Any]
     denoise: bool
+    t_start: float | None = None
 
 
 @dataclass
@@ -344,6 +346,8 @@ def _solve(
     callback: Callback | None,
 ) -> tuple[Tensor, SampleInfo]:
     """Every sampler's path: set up, run the method (stepped on its grid, or integrating), finish."""
+    if inputs.t_start is not None:
+        sde = _started_at(sde, inputs, grid, eps)
     if not isinstance(inputs.denoise, bool):
         raise TypeError(f"denoise must be a bool, got {type(inputs.denoise).__name__} {inputs.denoise!r}")
     if isinstance(method, Integrator) and not method.uses_steps:
@@ -390,6 +394,34 @@ def _solve(
     return x, replace(info, nfe=setup.score.nfe, grid=setup.grid)
 
 
+def _started_at(sde: SDE, inputs: _Inputs, grid: str | Tensor | None, eps: float | None) -> SDE:
+    """The SDE on the shorter horizon [0, t_start]: the same schedules, so every method starts there.
+
+    Named grids, adaptive methods and the torchsde/torchdiffeq/scipy backends all integrate
+    from ``sde.T``; a copy with ``T = t_start`` moves the start of every one of them at once.
+    """
+    t_start = inputs.t_start
+    if isinstance(t_start, bool) or not isinstance(t_start, (int, float)):
+        raise TypeError(f"t_start must be a time (a float), got {type(t_start).__name__}")
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
+    if inputs.x_T is None:
+        raise TypeError("t_start needs x_T: the state at time t_start (e.g. an image noised to that level)")
+    low = default_eps(sde) if eps is None else eps
+    if isinstance(grid, Tensor):
+        low = float(grid.detach().double().min())
+    if not low < t_start <= sde.T:
+        raise ValueError(f"t_start must lie in (eps, T] = ({low:g}, {sde.T:g}], got {t_start!r}")
+    if isinstance(grid, Tensor) and abs(float(grid.detach().double().reshape(-1)[0]) - t_start) > 1e-12:
+        raise ValueError(f"t_start={t_start!r} disagrees with the explicit grid, which starts at {float(grid[0])!r}")
+    started = copy.copy(sde)
+    try:
+        started.T = float(t_start)
+    except AttributeError as error:
+        raise TypeError(f"t_start needs an SDE whose horizon T can be set; {type(sde).__name__}.T cannot") from error
+    return started
+
+
 def _corrector(corrector: str | Corrector, snr: float | None) -> Corrector:
     """``pc_sample``'s corrector: a name built with ``snr`` (default 0.16), or a configured object."""
     if isinstance(corrector, Corrector):
@@ -418,6 +450,7 @@ def pc_sample(
     grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
+    t_start: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -442,6 +475,7 @@ def pc_sample(
     grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
+    t_start: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -466,6 +500,7 @@ def pc_sample(
     grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
+    t_start: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -489,6 +524,7 @@ def pc_sample(
     grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
+    t_start: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -511,6 +547,12 @@ def pc_sample(
     a name from :mod:`sdekit.grids` or an explicit decreasing tensor of times (default: uniform
     in t). ``x_T`` replaces the prior draw.
 
+    ``t_start`` (SDEdit, image-to-image): ``x_T`` is a state at time ``t_start`` < T — an image
+    noised to that level, e.g. ``α(t₀) x₀ + σ(t₀) z`` — and the sampler integrates from there:
+    a named grid then has its ``steps`` steps on [eps, t_start], an adaptive method starts at
+    t_start, and an explicit grid must begin at t_start. Smaller t_start keeps more of the
+    image. Every sampler takes it; it needs ``x_T``.
+
     Speed options: ``autocast=torch.bfloat16`` (or ``torch.float16``, on CUDA) runs the score
     network in mixed precision while the solver's state stays in ``dtype``; ``compile=True``
     compiles the score with ``torch.compile`` (on CUDA as a CUDA graph, ``mode="reduce-overhead"``;
@@ -522,7 +564,7 @@ def pc_sample(
     method = PredictorCorrector(
         predictor=predictor, corrector=_corrector(corrector, snr), corrector_steps=corrector_steps
     )
-    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise)
+    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise, t_start)
     x, info = _solve(
         sde,
         score,
@@ -552,6 +594,7 @@ def sample(
     grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
+    t_start: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -574,6 +617,7 @@ def sample(
     grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
+    t_start: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -596,6 +640,7 @@ def sample(
     grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
+    t_start: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -617,6 +662,7 @@ def sample(
     grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
+    t_start: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -647,7 +693,7 @@ def sample(
     options (``sample(method=AdaptiveSDE(rtol=0.02))``). See :func:`pc_sample` for the other arguments.
     """
     configured = sde_method(method, options)
-    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise)
+    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise, t_start)
     x, info = _solve(
         sde,
         score,
@@ -677,6 +723,7 @@ def ode_sample(
     grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
+    t_start: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -699,6 +746,7 @@ def ode_sample(
     grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
+    t_start: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -721,6 +769,7 @@ def ode_sample(
     grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
+    t_start: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -742,6 +791,7 @@ def ode_sample(
     grid: str | Tensor | None = None,
     denoise: bool = True,
     x_T: Tensor | None = None,
+    t_start: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -772,7 +822,7 @@ def ode_sample(
     """
     configured = ode_method(method, options)
     raw_path = isinstance(configured, AdaptiveODE) and configured.t_eval is not None
-    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise and not raw_path)
+    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise and not raw_path, t_start)
     x, info = _solve(
         sde,
         score,
