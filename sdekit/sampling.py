@@ -44,6 +44,7 @@ from sdekit.checks import (
     check_positive_int,
     check_shape,
 )
+from sdekit.constraints import Constraint
 from sdekit.grids import check_grid, make_grid
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE, time_checks
@@ -95,6 +96,7 @@ class _Inputs:
     compile: bool | Mapping[str, Any]
     denoise: bool
     t_start: float | None = None
+    constraint: Constraint | None = None
 
 
 @dataclass
@@ -228,10 +230,11 @@ class _GridRun:
     and is read once, after the last step (:meth:`finish`).
     """
 
-    def __init__(self, stepper: GridStepper, setup: _Setup) -> None:
+    def __init__(self, stepper: GridStepper, setup: _Setup, constraint: Constraint | None = None) -> None:
         self.stepper, self.x, self.i = stepper, setup.x, 0
         self.times = setup.grid.tolist()
         self.guard = _FiniteGuard(setup.grid, setup.x.device)
+        self.constraint, self.generator = constraint, setup.generator
 
     @property
     def done(self) -> bool:
@@ -239,9 +242,23 @@ class _GridRun:
 
     def advance(self) -> int:
         self.x = self.stepper.step(self.x, self.i)
+        if self.constraint is not None:  # the state is now at times[i + 1]
+            self.x = self.constraint.project(self.x, self.times[self.i + 1], self.generator)
         self.guard.observe(self.x, self.i)
         self.i += 1
         return 1
+
+    def replace(self, x: object) -> None:
+        """A callback's replacement of the state: same shape, dtype and device, finite (checked at the end)."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"callback must return None or a tensor (the new state), got {type(x).__name__}")
+        if x.shape != self.x.shape or x.dtype != self.x.dtype or x.device != self.x.device:
+            raise ValueError(
+                f"callback returned a state of shape {tuple(x.shape)}, {x.dtype} on {x.device}; the state is "
+                f"{tuple(self.x.shape)}, {self.x.dtype} on {self.x.device}"
+            )
+        self.x = x
+        self.guard.observe(self.x, self.i - 1)
 
     def payload(self) -> dict[str, Any]:
         i = self.i - 1
@@ -252,9 +269,16 @@ class _GridRun:
         return self.x
 
 
-def _run_grid(stepper: GridStepper, setup: _Setup, *, progress: bool, callback: Callback | None) -> Tensor:
+def _run_grid(
+    stepper: GridStepper,
+    setup: _Setup,
+    *,
+    progress: bool,
+    callback: Callback | None,
+    constraint: Constraint | None = None,
+) -> Tensor:
     """Step the started method along the grid through the solve loop, then check the state was finite."""
-    run = _GridRun(stepper, setup)
+    run = _GridRun(stepper, setup, constraint)
     run_loop(run, progress=progress, callback=callback, total=len(run.times) - 1)
     return run.finish()
 
@@ -306,7 +330,7 @@ def _with_denoised(callback: Callback | None, sde: SDE, score: CountedScore) -> 
         raise TypeError(f"callback must be callable as callback(dict) or None, got {type(callback).__name__}")
     score.keep_last = True
 
-    def complete(payload: dict[str, Any]) -> None:
+    def complete(payload: dict[str, Any]) -> Any:
         last = score.last
 
         def denoise() -> Tensor | None:
@@ -315,7 +339,7 @@ def _with_denoised(callback: Callback | None, sde: SDE, score: CountedScore) -> 
             with torch.no_grad(), time_checks(False):
                 return _tweedie(sde, *last)
 
-        callback(_Payload({**payload, "denoised_t": None if last is None else last[1]}, denoise))
+        return callback(_Payload({**payload, "denoised_t": None if last is None else last[1]}, denoise))
 
     return complete
 
@@ -363,6 +387,8 @@ def _solve(
             raise TypeError(f"grid is not an option of method {label}: it chooses its own steps")
         if callback is not None and not method.takes_callback:
             raise TypeError(f"callback is not an option of method {label} (it does not report its steps)")
+        if inputs.constraint is not None:
+            raise TypeError(f"constraint is not an option of method {label} yet: use a fixed-grid method")
     setup = _prepare(
         sde,
         score,
@@ -373,9 +399,17 @@ def _solve(
         eps=eps,
     )
     complete = _with_denoised(callback, sde, setup.score)
+    constraint = inputs.constraint
+    if constraint is not None:
+        if not isinstance(constraint, Constraint):
+            raise TypeError(
+                "constraint must have check(x), project(x, t, generator) and finish(x) (e.g. "
+                f"sdekit.constraints.Imputation), got {type(constraint).__name__}"
+            )
+        constraint.check(setup.x)
     if isinstance(method, GridStepper):
         stepper = method.start(sde, setup.score, setup.grid.to(setup.x.device), setup.generator)
-        x = _run_grid(stepper, setup, progress=progress, callback=complete)
+        x = _run_grid(stepper, setup, progress=progress, callback=complete, constraint=constraint)
         info = SampleInfo(steps=len(setup.grid) - 1, samples=x.shape[0])
     else:
         x, info = method.integrate(
@@ -391,6 +425,8 @@ def _solve(
         _check_finite(x, setup.grid, 0)
     if inputs.denoise:
         x = _denoise(sde, setup, x)
+    if constraint is not None:
+        x = constraint.finish(x)
     return x, replace(info, nfe=setup.score.nfe, grid=setup.grid)
 
 
@@ -451,6 +487,7 @@ def pc_sample(
     denoise: bool = True,
     x_T: Tensor | None = None,
     t_start: float | None = None,
+    constraint: Constraint | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -476,6 +513,7 @@ def pc_sample(
     denoise: bool = True,
     x_T: Tensor | None = None,
     t_start: float | None = None,
+    constraint: Constraint | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -501,6 +539,7 @@ def pc_sample(
     denoise: bool = True,
     x_T: Tensor | None = None,
     t_start: float | None = None,
+    constraint: Constraint | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -525,6 +564,7 @@ def pc_sample(
     denoise: bool = True,
     x_T: Tensor | None = None,
     t_start: float | None = None,
+    constraint: Constraint | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -553,6 +593,15 @@ def pc_sample(
     t_start, and an explicit grid must begin at t_start. Smaller t_start keeps more of the
     image. Every sampler takes it; it needs ``x_T``.
 
+    ``constraint`` (inpainting, imputation: :class:`sdekit.constraints.Imputation`) is applied
+    after every step at the step's end time and to the output (after the denoising step), so
+    the known part of each sample is held there. Fixed-grid methods only, for now.
+
+    ``callback(payload)`` is called after every step with the state ``payload["x"]``, the step
+    ``i``, its times ``t`` → ``t_next`` and, read lazily, Tweedie's ``denoised`` estimate. It may
+    return a tensor of the state's shape, dtype and device, which replaces the state (fixed-grid
+    methods); returning ``None`` leaves it. Editing ``payload["x"]`` in place also works.
+
     Speed options: ``autocast=torch.bfloat16`` (or ``torch.float16``, on CUDA) runs the score
     network in mixed precision while the solver's state stays in ``dtype``; ``compile=True``
     compiles the score with ``torch.compile`` (on CUDA as a CUDA graph, ``mode="reduce-overhead"``;
@@ -564,7 +613,7 @@ def pc_sample(
     method = PredictorCorrector(
         predictor=predictor, corrector=_corrector(corrector, snr), corrector_steps=corrector_steps
     )
-    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise, t_start)
+    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise, t_start, constraint)
     x, info = _solve(
         sde,
         score,
@@ -595,6 +644,7 @@ def sample(
     denoise: bool = True,
     x_T: Tensor | None = None,
     t_start: float | None = None,
+    constraint: Constraint | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -618,6 +668,7 @@ def sample(
     denoise: bool = True,
     x_T: Tensor | None = None,
     t_start: float | None = None,
+    constraint: Constraint | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -641,6 +692,7 @@ def sample(
     denoise: bool = True,
     x_T: Tensor | None = None,
     t_start: float | None = None,
+    constraint: Constraint | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -663,6 +715,7 @@ def sample(
     denoise: bool = True,
     x_T: Tensor | None = None,
     t_start: float | None = None,
+    constraint: Constraint | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -693,7 +746,7 @@ def sample(
     options (``sample(method=AdaptiveSDE(rtol=0.02))``). See :func:`pc_sample` for the other arguments.
     """
     configured = sde_method(method, options)
-    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise, t_start)
+    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise, t_start, constraint)
     x, info = _solve(
         sde,
         score,
@@ -724,6 +777,7 @@ def ode_sample(
     denoise: bool = True,
     x_T: Tensor | None = None,
     t_start: float | None = None,
+    constraint: Constraint | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -747,6 +801,7 @@ def ode_sample(
     denoise: bool = True,
     x_T: Tensor | None = None,
     t_start: float | None = None,
+    constraint: Constraint | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -770,6 +825,7 @@ def ode_sample(
     denoise: bool = True,
     x_T: Tensor | None = None,
     t_start: float | None = None,
+    constraint: Constraint | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -792,6 +848,7 @@ def ode_sample(
     denoise: bool = True,
     x_T: Tensor | None = None,
     t_start: float | None = None,
+    constraint: Constraint | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -822,7 +879,7 @@ def ode_sample(
     """
     configured = ode_method(method, options)
     raw_path = isinstance(configured, AdaptiveODE) and configured.t_eval is not None
-    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise and not raw_path, t_start)
+    inputs = _Inputs(x_T, generator, device, dtype, autocast, compile, denoise and not raw_path, t_start, constraint)
     x, info = _solve(
         sde,
         score,

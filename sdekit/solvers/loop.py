@@ -3,7 +3,8 @@
 A solve in progress is a :class:`Run`: ``advance()`` takes one step (one batched iteration of an
 adaptive solver, checks and compaction included) and says how much progress it made, ``payload()``
 describes the step just taken for the callback, ``done`` says when to stop. :func:`run_loop`
-drives it with the tqdm bar and the callback, under ``torch.no_grad()`` and without the time
+drives it with the tqdm bar and the callback (a callback that returns a tensor replaces the state,
+where the run has ``replace``: the fixed-grid runs), under ``torch.no_grad()`` and without the time
 checks (grids and step sizes are validated before the loop). Nothing in the loop itself reads
 back from the device; a run does where it must (an adaptive check point).
 """
@@ -61,4 +62,12 @@ def run_loop(
         while not run.done:
             bar.update(run.advance())
             if callback is not None:
-                callback(run.payload())
+                replacement = callback(run.payload())
+                if replacement is not None:
+                    replace = getattr(run, "replace", None)
+                    if replace is None:
+                        raise TypeError(
+                            "callback returned a new state, which this method cannot take (its samples run on "
+                            "their own clocks); return None, or use a fixed-grid method"
+                        )
+                    replace(replacement)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["Configurable", "Integrator", "Callback"]
 
 #: ``callback(payload)``: called once per step (per iteration for adaptive methods).
-Callback = Callable[[dict[str, Any]], None]
+Callback = Callable[[dict[str, Any]], Any]
 
 
 class Configurable:

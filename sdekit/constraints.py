@@ -1,0 +1,95 @@
+"""State constraints of the solve loop: inpainting and imputation of known values.
+
+A constraint is applied by the fixed-grid samplers after every step (``project``, with the
+time the state is at and the sampler's generator) and to the output (``finish``), so known
+parts of a sample are held where the data say they are. It is an argument of every sampler
+(``constraint=``), not a callback trick.
+
+:class:`Imputation` is the SDE paper's method for inpainting and imputation (Song et al. 2021,
+appendix I): after each step the known coordinates are replaced by a fresh draw of the forward
+kernel, α(t) y + σ(t) z, and the output holds y exactly there. It is exact when the known and
+unknown coordinates are independent under the data and approximate otherwise: the replaced
+coordinates are a draw of p_t(x_t | y), not the one that the unknown part's trajectory would
+have produced, so correlated unknowns are pulled towards their unconditional marginal. The
+measured bias on correlated Gaussian data is in ``tests/test_constraints.py`` and
+``docs/guidance.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from sdekit.sde import LinearSDE
+
+__all__ = ["Constraint", "Imputation"]
+
+
+@runtime_checkable
+class Constraint(Protocol):
+    """What the samplers call: ``check(x)`` first, ``project(x, t, generator)`` after each step, ``finish(x)``."""
+
+    def check(self, x: Tensor) -> None: ...
+
+    def project(self, x: Tensor, t: float, generator: torch.Generator | None) -> Tensor: ...
+
+    def finish(self, x: Tensor) -> Tensor: ...
+
+
+class Imputation:
+    """Known values ``y`` where ``mask`` is 1, imputed by the forward kernel after every step.
+
+    Args:
+        sde: the :class:`~sdekit.LinearSDE` being sampled (its kernel α(t), σ(t) noises y).
+        y: the known values, broadcastable to the samples' shape ``(B, *event)`` (entries where
+            the mask is 0 are ignored, but must be finite).
+        mask: 1 where y is known, 0 elsewhere; a bool or float tensor broadcastable to the same
+            shape (e.g. ``(1, 1, H, W)`` for one mask over every channel and sample).
+
+    Inpainting is ``mask`` over pixels; imputation of tabular data is ``mask`` over coordinates.
+    The output equals y exactly on the mask.
+    """
+
+    def __init__(self, sde: LinearSDE, y: Tensor, mask: Tensor) -> None:
+        if not isinstance(sde, LinearSDE):
+            raise TypeError(f"sde must be a sdekit.LinearSDE (its Gaussian kernel noises y), got {type(sde).__name__}")
+        if not isinstance(y, Tensor):
+            raise TypeError(f"y must be a tensor of the known values, got {type(y).__name__}")
+        if not isinstance(mask, Tensor):
+            raise TypeError(f"mask must be a tensor of 0s and 1s, got {type(mask).__name__}")
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError("y must be finite everywhere (put any finite value where the mask is 0)")
+        if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("mask must hold only 0 and 1 (1 where y is known)")
+        try:
+            torch.broadcast_shapes(y.shape, mask.shape)
+        except RuntimeError as error:
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast with y of shape {tuple(y.shape)}"
+            ) from error
+        self.sde, self.y, self.mask = sde, y, mask.bool()
+
+    def check(self, x: Tensor) -> None:
+        """y and mask must broadcast to the samples' shape without enlarging it."""
+        for name, value in (("y", self.y), ("mask", self.mask)):
+            try:
+                shape = torch.broadcast_shapes(value.shape, x.shape)
+            except RuntimeError:
+                shape = None
+            if shape != x.shape:
+                raise ValueError(
+                    f"{name} of shape {tuple(value.shape)} does not broadcast to the samples' shape {tuple(x.shape)}"
+                )
+
+    def project(self, x: Tensor, t: float, generator: torch.Generator | None) -> Tensor:
+        """x with the known part replaced by α(t) y + σ(t) z, z a fresh standard normal draw from ``generator``."""
+        alpha, sigma = self.sde.kernel(torch.tensor([t], dtype=torch.float64))
+        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        known = float(alpha) * self.y.to(device=x.device, dtype=x.dtype) + float(sigma) * z
+        return torch.where(self.mask.to(x.device), known, x)
+
+    def finish(self, x: Tensor) -> Tensor:
+        """The output: exactly y on the mask."""
+        return torch.where(self.mask.to(x.device), self.y.to(device=x.device, dtype=x.dtype), x)
