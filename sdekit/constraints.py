@@ -24,7 +24,28 @@ from torch import Tensor
 
 from sdekit.sde import LinearSDE
 
-__all__ = ["Constraint", "Imputation"]
+__all__ = ["COLOR_BASIS", "Constraint", "Imputation", "couple", "decouple"]
+
+#: An orthonormal colour basis whose first channel is the grey image: (R + G + B)/√3, then two
+#: colour-difference channels (the construction of the SDE paper's colorisation).
+COLOR_BASIS = torch.tensor(
+    [
+        [3**-0.5, 3**-0.5, 3**-0.5],
+        [2**-0.5, -(2**-0.5), 0.0],
+        [6**-0.5, 6**-0.5, -2 * 6**-0.5],
+    ],
+    dtype=torch.float64,
+)
+
+
+def decouple(x: Tensor, basis: Tensor = COLOR_BASIS) -> Tensor:
+    """x ``(B, C, ...)`` in the orthonormal channel basis ``basis`` ``(C, C)``: u_c = Σ_k basis[c, k] x_k."""
+    return torch.einsum("ck,bk...->bc...", basis.to(device=x.device, dtype=x.dtype), x)
+
+
+def couple(u: Tensor, basis: Tensor = COLOR_BASIS) -> Tensor:
+    """The inverse of :func:`decouple` (the basis is orthonormal): x_k = Σ_c basis[c, k] u_c."""
+    return torch.einsum("ck,bc...->bk...", basis.to(device=u.device, dtype=u.dtype), u)
 
 
 @runtime_checkable
@@ -47,12 +68,17 @@ class Imputation:
             the mask is 0 are ignored, but must be finite).
         mask: 1 where y is known, 0 elsewhere; a bool or float tensor broadcastable to the same
             shape (e.g. ``(1, 1, H, W)`` for one mask over every channel and sample).
+        basis: ``None`` (y and mask are in the samples' own coordinates) or an orthonormal
+            ``(C, C)`` matrix over the channel dimension 1: y and mask are then in the
+            decoupled coordinates :func:`decouple` gives. Because the kernel's noise is
+            isotropic, imputing there is the same method.
 
-    Inpainting is ``mask`` over pixels; imputation of tabular data is ``mask`` over coordinates.
-    The output equals y exactly on the mask.
+    Inpainting is ``mask`` over pixels; imputation of tabular data is ``mask`` over coordinates;
+    colorisation (:meth:`colorization`) is the grey channel of :data:`COLOR_BASIS`. The output
+    equals y exactly on the mask (in the basis: to rounding).
     """
 
-    def __init__(self, sde: LinearSDE, y: Tensor, mask: Tensor) -> None:
+    def __init__(self, sde: LinearSDE, y: Tensor, mask: Tensor, *, basis: Tensor | None = None) -> None:
         if not isinstance(sde, LinearSDE):
             raise TypeError(f"sde must be a sdekit.LinearSDE (its Gaussian kernel noises y), got {type(sde).__name__}")
         if not isinstance(y, Tensor):
@@ -69,10 +95,35 @@ class Imputation:
             raise ValueError(
                 f"mask of shape {tuple(mask.shape)} does not broadcast with y of shape {tuple(y.shape)}"
             ) from error
-        self.sde, self.y, self.mask = sde, y, mask.bool()
+        if basis is not None:
+            if not isinstance(basis, Tensor) or basis.ndim != 2 or basis.shape[0] != basis.shape[1]:
+                raise ValueError("basis must be a square (C, C) tensor: an orthonormal basis of the channels")
+            identity = torch.eye(basis.shape[0], dtype=torch.float64)
+            if not torch.allclose(basis.double() @ basis.double().T, identity, atol=1e-6):
+                raise ValueError(
+                    "basis must be orthonormal (basis @ basis.T = I): the kernel's noise must stay isotropic"
+                )
+        self.sde, self.y, self.mask, self.basis = sde, y, mask.bool(), basis
+
+    @classmethod
+    def colorization(cls, sde: LinearSDE, grey: Tensor) -> Imputation:
+        """Colour images ``(B, 3, H, W)`` whose channel mean is ``grey`` (``(B, 1, H, W)``), by imputation.
+
+        In :data:`COLOR_BASIS` the first channel is (R + G + B)/√3 = √3 · grey: it is known, the
+        two colour-difference channels are imputed. The output's channel mean equals ``grey``.
+        """
+        if not isinstance(grey, Tensor) or grey.ndim < 3 or grey.shape[1] != 1:
+            got = tuple(grey.shape) if isinstance(grey, Tensor) else type(grey).__name__
+            raise ValueError(f"grey must be a tensor of shape (B, 1, H, W), got {got}")
+        y = torch.cat([grey * 3**0.5, torch.zeros_like(grey), torch.zeros_like(grey)], dim=1)
+        mask = torch.zeros((1, 3, *([1] * (grey.ndim - 2))), dtype=torch.bool)
+        mask[:, 0] = True
+        return cls(sde, y, mask, basis=COLOR_BASIS)
 
     def check(self, x: Tensor) -> None:
-        """y and mask must broadcast to the samples' shape without enlarging it."""
+        """y and mask must broadcast to the samples' shape without enlarging it (and the basis fit its channels)."""
+        if self.basis is not None and (x.ndim < 2 or x.shape[1] != self.basis.shape[0]):
+            raise ValueError(f"basis is {tuple(self.basis.shape)} but the samples have shape {tuple(x.shape)}")
         for name, value in (("y", self.y), ("mask", self.mask)):
             try:
                 shape = torch.broadcast_shapes(value.shape, x.shape)
@@ -88,8 +139,13 @@ class Imputation:
         alpha, sigma = self.sde.kernel(torch.tensor([t], dtype=torch.float64))
         z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         known = float(alpha) * self.y.to(device=x.device, dtype=x.dtype) + float(sigma) * z
-        return torch.where(self.mask.to(x.device), known, x)
+        return self._replace(x, known)
 
     def finish(self, x: Tensor) -> Tensor:
         """The output: exactly y on the mask."""
-        return torch.where(self.mask.to(x.device), self.y.to(device=x.device, dtype=x.dtype), x)
+        return self._replace(x, self.y.to(device=x.device, dtype=x.dtype))
+
+    def _replace(self, x: Tensor, known: Tensor) -> Tensor:
+        if self.basis is None:
+            return torch.where(self.mask.to(x.device), known, x)
+        return couple(torch.where(self.mask.to(x.device), known, decouple(x, self.basis)), self.basis)

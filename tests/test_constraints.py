@@ -176,3 +176,58 @@ def test_bad_constraints_are_refused_at_the_call():
         sdekit.sample(sde, score, shape=(3, 4), method="adaptive", constraint=Imputation(sde, Y, MASK))
     with pytest.raises(TypeError, match="constraint must have check"):
         sdekit.ode_sample(sde, score, shape=(3, 4), method="euler", steps=3, constraint=lambda x: x)  # type: ignore[arg-type]
+
+
+# --- colorisation: imputation in an orthonormal colour basis -------------------------------------------------
+
+
+def test_the_colour_basis_is_orthonormal_with_grey_first():
+    from sdekit.constraints import COLOR_BASIS, couple, decouple
+
+    torch.testing.assert_close(COLOR_BASIS @ COLOR_BASIS.T, torch.eye(3, dtype=F64), rtol=0, atol=1e-15)
+    x = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(8), dtype=F64)
+    torch.testing.assert_close(couple(decouple(x)), x, rtol=0, atol=1e-14)
+    u = decouple(x)
+    torch.testing.assert_close(u[:, 0], x.sum(1) / 3**0.5, rtol=0, atol=1e-14)  # the grey channel, scaled
+    grey = torch.rand(2, 1, 4, 5, generator=torch.Generator().manual_seed(9), dtype=F64).expand(2, 3, 4, 5)
+    torch.testing.assert_close(decouple(grey)[:, 1:], torch.zeros(2, 2, 4, 5, dtype=F64), rtol=0, atol=1e-15)
+
+
+def colour_gaussian() -> Gaussian:
+    """Images (3, 2, 2) whose decoupled channels are independent: covariance Bᵀ diag(d) B."""
+    from sdekit.constraints import COLOR_BASIS
+
+    basis = torch.kron(COLOR_BASIS, torch.eye(4, dtype=F64))  # acts on the channel-major flattening
+    d = torch.linspace(0.2, 0.6, 12, dtype=F64)
+    mean = torch.linspace(-1.0, 1.0, 12, dtype=F64)
+    return Gaussian(mean, basis.T @ torch.diag(d) @ basis, event_shape=(3, 2, 2))
+
+
+def test_colorization_returns_the_grey_image_and_leaves_independent_colours_their_own_flow():
+    from sdekit.constraints import decouple
+
+    data, sde = colour_gaussian(), VPSDE()
+    grey = torch.rand(5, 1, 2, 2, generator=torch.Generator().manual_seed(10), dtype=F64)
+    x_T = sde.prior_sample((5, 3, 2, 2), generator=torch.Generator().manual_seed(11), dtype=F64)
+    kwargs = {"x_T": x_T, "method": "heun", "steps": 40, "dtype": F64}
+    held = sdekit.ode_sample(sde, data.score(sde), constraint=Imputation.colorization(sde, grey),
+                             generator=torch.Generator().manual_seed(12), **kwargs)  # fmt: skip
+    free = sdekit.ode_sample(sde, data.score(sde), **kwargs)
+    torch.testing.assert_close(held.mean(1, keepdim=True), grey, rtol=0, atol=1e-12)
+    torch.testing.assert_close(decouple(held)[:, 1:], decouple(free)[:, 1:], rtol=1e-10, atol=1e-10)
+
+
+def test_bad_colorization_arguments_are_refused():
+    from sdekit.constraints import COLOR_BASIS
+
+    sde = VPSDE()
+    with pytest.raises(ValueError, match=r"grey must be a tensor of shape \(B, 1, H, W\), got \(2, 3, 4, 4\)"):
+        Imputation.colorization(sde, torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="basis must be orthonormal"):
+        Imputation(sde, torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.bool), basis=2 * COLOR_BASIS)
+    with pytest.raises(ValueError, match=r"basis must be a square"):
+        Imputation(sde, torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.bool), basis=torch.ones(3, 2))
+    flat = Imputation(sde, torch.zeros(1, 12), torch.ones(1, 12), basis=COLOR_BASIS)
+    with pytest.raises(ValueError, match=r"basis is \(3, 3\) but the samples have shape \(2, 12\)"):
+        sdekit.ode_sample(sde, Gaussian(torch.zeros(12)).score(sde), shape=(2, 12), method="euler", steps=2,
+                          constraint=flat)  # fmt: skip
