@@ -8,7 +8,7 @@ See docs/design.md for the layout and the conventions every public function keep
 
 from sdekit.checks import ScoreError
 from sdekit.grids import make_grid
-from sdekit.guidance import ClassifierFreeGuidance, ClassifierGuidance
+from sdekit.guidance import ClassifierFreeGuidance, ClassifierGuidance, PosteriorSampling
 from sdekit.likelihood import LikelihoodInfo, bits_per_dim, log_likelihood, uniform_dequantize
 from sdekit.losses import ddpm_loss, dsm_loss, smld_loss
 from sdekit.reverse import ProbabilityFlow, ReverseSDE, ScoreFn, probability_flow, reverse
@@ -61,5 +61,6 @@ __all__ = [
     "ssm_loss",
     "ClassifierGuidance",
     "ClassifierFreeGuidance",
+    "PosteriorSampling",
     "__version__",
 ]
