@@ -118,8 +118,9 @@ class ClassifierGuidance:
             posterior samples p(x | y) exactly; larger w sharpens, w = 0 is unguided.
 
     Each evaluation calls the score once and the classifier once (forward and backward);
-    ``classifier_calls`` counts the latter. Float32 classifiers work with float64 states: the
-    gradient is cast to the state's dtype.
+    ``classifier_calls`` counts the latter. The classifier is called with the state in the
+    state's dtype (a float32 network under a float64 state needs a classifier that casts). Under
+    ``torch.inference_mode()`` no gradient exists: sample under ``torch.no_grad()`` instead.
     """
 
     def __init__(
@@ -161,6 +162,11 @@ class ClassifierGuidance:
         keep_graph = x.requires_grad and torch.is_grad_enabled()
         with torch.enable_grad():
             xg = x if keep_graph else x.detach().requires_grad_(True)
+            if torch.is_inference_mode_enabled():
+                raise RuntimeError(
+                    "classifier guidance needs autograd, which torch.inference_mode() disables; sample under "
+                    "torch.no_grad() (or neither) instead"
+                )
             logits = self.classifier(xg, t)
             if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
                 got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
@@ -169,6 +175,11 @@ class ClassifierGuidance:
                 if bool((self.labels >= logits.shape[1]).any()):
                     raise ValueError(f"labels must be < K = {logits.shape[1]}, the classifier's number of classes")
                 self._checked_classes = True
+            if not logits.requires_grad:
+                raise ValueError(
+                    "classifier returned logits that do not depend on x through autograd (does it run under "
+                    "torch.no_grad() or detach its input?); guidance needs their gradient"
+                )
             chosen = torch.log_softmax(logits, dim=1).gather(1, labels[:, None]).sum()
             (gradient,) = torch.autograd.grad(chosen, xg, create_graph=keep_graph)
         self._counts.classifier_calls += 1
@@ -204,8 +215,10 @@ class ClassifierFreeGuidance:
             conditional score elsewhere; ``None`` guides everywhere. On image models guiding
             only mid-range noise levels keeps diversity at little cost in fidelity.
         rescale: φ in [0, 1]: the result is φ·ŝ·std(s_c)/std(ŝ) + (1 − φ)·ŝ for the guided ŝ,
-            standard deviations per sample over its elements (0.7 is the value its authors
-            suggest for large w; 0 turns it off).
+            standard deviations per sample over its elements (0 turns it off). It acts on the
+            score, which for an ε-prediction network is Lin et al.'s rescale of ε exactly (the
+            score is −ε/σ per sample); for a v-, x₀- or EDM-denoiser network it is not their
+            formula in that network's output space (they proposed φ = 0.7 for v-prediction).
 
     Every evaluation is one network call on 2B rows (counted in ``network_calls`` and
     ``network_rows``), even where the interval switches guidance off: no host read-back decides
@@ -267,13 +280,16 @@ class ClassifierFreeGuidance:
             )
         merged = {}
         for key, value in conditional.items():
-            other = self.unconditional.get(key, value)
-            if isinstance(value, Tensor) and isinstance(other, Tensor) and value.ndim > 0 and other.ndim > 0:
+            if key not in self.unconditional:  # the same in both halves
+                per_sample = isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == batch
+                merged[key] = torch.cat([value, value]) if per_sample else value  # shared values pass as they are
+                continue
+            other = self.unconditional[key]
+            if isinstance(value, Tensor) and isinstance(other, Tensor):
                 merged[key] = torch.cat([_rows_of(key, value, batch), _rows_of(key, other, batch).to(value.device)])
-            elif key in self.unconditional and not _same(value, other):
+            elif not _same(value, other):
                 raise ValueError(
-                    f"model_kwargs[{key!r}] cannot be batched: both halves need tensors with a batch dimension "
-                    "(or equal values)"
+                    f"model_kwargs[{key!r}] cannot be batched: the two halves differ and are not both tensors"
                 )
             else:
                 merged[key] = value
@@ -283,7 +299,7 @@ class ClassifierFreeGuidance:
         batch = x.shape[0]
         _check_batch("scale", self.scale, batch)
         network = self.score.with_model_kwargs(self.doubled_kwargs(batch))
-        both = network(torch.cat([x, x]), torch.cat([t, t]))
+        both = network(torch.cat([x, x]), _doubled_time(t, batch))
         self._counts.network_calls += 1
         self._counts.network_rows += 2 * batch
         conditional, unconditional = both[:batch], both[batch:]
@@ -293,8 +309,14 @@ class ClassifierFreeGuidance:
             scale = torch.where(inside, torch.as_tensor(scale, dtype=x.dtype, device=x.device), 1.0)
         guided = unconditional + scale * (conditional - unconditional)
         if self.rescale > 0.0:
+            if x.ndim < 2 or x[0].numel() < 2:
+                raise ValueError(
+                    f"rescale needs samples of at least 2 elements (a per-sample standard deviation); "
+                    f"got shape {tuple(x.shape)}"
+                )
             dims = tuple(range(1, x.ndim))
-            ratio = conditional.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
+            spread = guided.std(dim=dims, keepdim=True)
+            ratio = torch.where(spread > 0, conditional.std(dim=dims, keepdim=True) / spread, 1.0)
             guided = self.rescale * guided * ratio + (1.0 - self.rescale) * guided
         return guided
 
@@ -307,8 +329,18 @@ class ClassifierFreeGuidance:
         return view
 
 
+def _doubled_time(t: Tensor, batch: int) -> Tensor:
+    """The times of the 2B-row call; a shared time (one value, or expanded: stride 0) stays an expanded view."""
+    if t.numel() == 1 or (t.ndim == 1 and t.shape[0] == batch and t.stride(0) == 0):
+        return t.reshape(-1)[:1].expand(2 * batch)
+    return torch.cat([t, t])
+
+
 def _rows_of(name: str, value: Tensor, batch: int) -> Tensor:
-    """A keyword argument with ``batch`` rows: a per-sample tensor as is, a shared one (first dimension 1) expanded."""
+    """A keyword argument with ``batch`` rows: a per-sample tensor as is, a shared one (first dimension 1 or a
+    0-d tensor) expanded."""
+    if value.ndim == 0:
+        return value.expand(batch)
     if value.shape[0] == batch:
         return value
     if value.shape[0] == 1:

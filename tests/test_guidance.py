@@ -94,6 +94,33 @@ def test_classifier_guidance_adds_the_scaled_gradient_per_sample():
     assert guide.classifier_calls == 1
 
 
+def test_classifier_guidance_normalises_the_logits():
+    """log softmax of the logits, not the logits: a per-row shift of every logit changes nothing."""
+    mixture, sde = mixture2d(), VPSDE()
+    x, t = points(4)
+    labels = torch.tensor([0, 1, 2, 1])
+    exact = ClassifierGuidance(mixture.score(sde), exact_classifier(mixture, sde), labels, scale=2.0)(x, t)
+
+    def shifted(x, t):
+        return mixture.class_log_posterior(x, sde=sde, t=t) + 3.0 * x.square().sum(1, keepdim=True)
+
+    torch.testing.assert_close(
+        ClassifierGuidance(mixture.score(sde), shifted, labels, scale=2.0)(x, t), exact, rtol=1e-10, atol=1e-10
+    )
+
+
+def test_classifier_guidance_explains_a_missing_gradient():
+    mixture, sde = mixture2d(), VPSDE()
+    x, t = points(2)
+    guide = ClassifierGuidance(mixture.score(sde), exact_classifier(mixture, sde), torch.tensor([0, 1]))
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        guide(x, t)
+    detached = ClassifierGuidance(mixture.score(sde), lambda x, t: exact_classifier(mixture, sde)(x.detach(), t),
+                                  torch.tensor([0, 1]))  # fmt: skip
+    with pytest.raises(ValueError, match="do not depend on x through autograd"):
+        detached(x, t)
+
+
 def test_classifier_guidance_works_inside_no_grad_and_leaves_no_graph():
     mixture, sde = mixture2d(), VPSDE()
     x, t = points(3)
@@ -140,16 +167,24 @@ def test_cfg_shared_unconditional_input_and_shared_scale():
     assert network.rows == [8]
 
 
+class LabelShift(torch.nn.Module):
+    """ε = sin(x) + label: the two halves differ at every time (so guided ≠ conditional ≠ unconditional)."""
+
+    def forward(self, x: Tensor, t: Tensor, class_labels: Tensor) -> Tensor:
+        return torch.sin(x) + class_labels.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+
+
 def test_cfg_interval_guides_inside_and_is_conditional_outside():
-    mixture, sde = mixture2d(), VPSDE()
+    sde = VPSDE()
     x = torch.randn(4, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
     t = torch.tensor([0.1, 0.3, 0.6, 0.9], dtype=F64)
     labels, null = torch.tensor([0, 1, 2, 0]), torch.full((4,), 3)
-    score, _ = conditional_score(mixture, sde, labels)
+    score = ddpm.EpsilonScore(LabelShift(), sde, time_label="time", model_kwargs={"class_labels": labels})
     guide = ClassifierFreeGuidance(score, {"class_labels": null}, scale=4.0, interval=(0.3, 0.6))
     conditional, unconditional = score(x, t), score.with_model_kwargs({"class_labels": null})(x, t)
     guided = unconditional + 4.0 * (conditional - unconditional)
     out = guide(x, t)
+    assert (guided - conditional).abs().min() > 0.1  # every row tells guided from conditional
     torch.testing.assert_close(out[[0, 3]], conditional[[0, 3]], rtol=1e-12, atol=0)
     torch.testing.assert_close(out[[1, 2]], guided[[1, 2]], rtol=1e-12, atol=0)  # the ends are inside
 
@@ -172,6 +207,77 @@ def test_cfg_rescale_matches_the_conditional_standard_deviation_per_sample():
     torch.testing.assert_close(full.std(dim=dims), conditional.std(dim=dims), rtol=1e-12, atol=0)
     torch.testing.assert_close(full / full.std(dim=dims, keepdim=True), plain / plain.std(dim=dims, keepdim=True))
     torch.testing.assert_close(half, 0.7 * full + 0.3 * plain, rtol=1e-12, atol=1e-14)
+    little = ClassifierFreeGuidance(score, {"class_labels": null}, scale=5.0, rescale=0.3)(x, t)
+    torch.testing.assert_close(little, 0.3 * full + 0.7 * plain, rtol=1e-12, atol=1e-14)
+
+
+def test_cfg_rescale_on_an_epsilon_network_is_lin_et_al_rescale_of_epsilon():
+    """Lin et al.'s rescale acts on ε: ε̂ = φ ε_cfg std(ε_c)/std(ε_cfg) + (1 − φ) ε_cfg; the score is −ε̂/σ."""
+    sde = VPSDE()
+    x, t = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(3), dtype=F64), torch.full((3,), 0.4, dtype=F64)
+    labels, null = torch.tensor([1, 2, 3]), torch.zeros(3, dtype=torch.long)
+    network = LabelShift()
+    score = ddpm.EpsilonScore(network, sde, time_label="time", model_kwargs={"class_labels": labels})
+    out = ClassifierFreeGuidance(score, {"class_labels": null}, scale=7.5, rescale=0.7)(x, t)
+    eps_c, eps_u = network(x, t, labels), network(x, t, null)
+    eps_cfg = eps_u + 7.5 * (eps_c - eps_u)
+    std = lambda v: v.std(dim=(1, 2), keepdim=True)  # noqa: E731
+    eps = 0.7 * eps_cfg * std(eps_c) / std(eps_cfg) + 0.3 * eps_cfg
+    _, sigma = sde.kernel(t)
+    torch.testing.assert_close(out, -eps / sigma[:, None, None], rtol=1e-12, atol=1e-12)
+
+
+def test_cfg_rescale_needs_two_elements_per_sample():
+    score = ddpm.EpsilonScore(LabelShift(), VPSDE(), time_label="time", model_kwargs={"class_labels": torch.ones(3)})
+    guide = ClassifierFreeGuidance(score, {"class_labels": torch.zeros(3)}, scale=2.0, rescale=0.7)
+    with pytest.raises(ValueError, match=r"rescale needs samples of at least 2 elements.*\(3, 1\)"):
+        guide(torch.zeros(3, 1), torch.full((3,), 0.5))
+
+
+class Embedded(torch.nn.Module):
+    """Text-conditioning stand-in: per-sample float embeddings and weights, a shared table without a batch dimension."""
+
+    def forward(self, x: Tensor, t: Tensor, encoder_hidden_states: Tensor, table: Tensor, weight: Tensor) -> Tensor:
+        assert table.shape == (5,) and weight.shape == (x.shape[0],)
+        return torch.tanh(x * encoder_hidden_states.sum(1, keepdim=True)) * weight[:, None] + table.sum() * 0.01
+
+
+def test_cfg_with_per_sample_float_embeddings_and_shared_arguments():
+    sde = VPSDE()
+    x, t = points(4)
+    embeddings = torch.randn(4, 3, generator=torch.Generator().manual_seed(11), dtype=F64)
+    empty, table = torch.zeros(1, 3, dtype=F64), torch.arange(5.0, dtype=F64)
+    weight = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=F64)  # per-sample, the same in both halves
+    kwargs = {"encoder_hidden_states": embeddings, "table": table, "weight": weight}
+    score = ddpm.EpsilonScore(Embedded(), sde, time_label="time", model_kwargs=kwargs)
+    out = ClassifierFreeGuidance(score, {"encoder_hidden_states": empty}, scale=3.0)(x, t)
+    conditional = score(x, t)
+    unconditional = score.with_model_kwargs({**kwargs, "encoder_hidden_states": empty.expand(4, 3)})(x, t)
+    torch.testing.assert_close(out, unconditional + 3.0 * (conditional - unconditional), rtol=1e-12, atol=1e-12)
+    assert (conditional - unconditional).abs().min() > 1e-3  # every row's embedding matters
+
+
+def test_cfg_takes_a_0d_null_label_and_a_shared_time():
+    mixture, sde = mixture2d(), VPSDE()
+    x, _ = points(3)
+    score, network = conditional_score(mixture, sde, torch.tensor([0, 1, 2]))
+    zero_d = ClassifierFreeGuidance(score, {"class_labels": torch.tensor(3)}, scale=2.0)
+    one_d = ClassifierFreeGuidance(score, {"class_labels": torch.full((3,), 3)}, scale=2.0)
+    shared = torch.tensor([0.5], dtype=F64)
+    torch.testing.assert_close(zero_d(x, shared), one_d(x, shared.expand(3)), rtol=0, atol=0)
+    assert network.rows == [6, 6]
+
+
+def test_guidance_keeps_a_float32_state_with_float64_scales():
+    mixture, sde = mixture2d(), VPSDE()
+    x, t = points(3, dtype=torch.float32)
+    labels, scale = torch.tensor([0, 1, 2]), torch.tensor([0.5, 1.0, 2.0], dtype=F64)
+    score, _ = conditional_score(mixture, sde, labels)
+    cfg = ClassifierFreeGuidance(score, {"class_labels": torch.tensor([3])}, scale=scale)(x, t)
+    classifier = ClassifierGuidance(mixture.score(sde), exact_classifier(mixture, sde), labels, scale=scale)(x, t)
+    assert cfg.dtype == classifier.dtype == torch.float32
+    conditional, unconditional = score(x, t), score.with_model_kwargs({"class_labels": torch.full((3,), 3)})(x, t)
+    torch.testing.assert_close(cfg, unconditional + scale.float()[:, None] * (conditional - unconditional))
 
 
 # --- per-sample state through the adaptive solvers ----------------------------------------------------------
@@ -187,7 +293,7 @@ def _guides(mixture: GaussianMixture, sde: sdekit.LinearSDE, rows: slice | None 
     if rows is not None:
         observations = observations[rows]
     return {
-        "cfg": ClassifierFreeGuidance(score, {"class_labels": torch.tensor([3])}, scale=scales),
+        "cfg": ClassifierFreeGuidance(score, {"class_labels": torch.full((len(labels),), 3)}, scale=scales),
         "classifier": ClassifierGuidance(mixture.score(sde), exact_classifier(mixture, sde), labels, scale=scales),
         "posterior": PosteriorSampling(
             mixture.score(sde), sde, lambda x0: x0[:, :1] - x0[:, 1:], observations, noise_std=2.0, scale=scales
