@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from sdekit.sde import LinearSDE
+from sdekit.sde import SDE, LinearSDE
 
 __all__ = ["COLOR_BASIS", "Constraint", "Imputation", "couple", "decouple"]
 
@@ -50,9 +50,9 @@ def couple(u: Tensor, basis: Tensor = COLOR_BASIS) -> Tensor:
 
 @runtime_checkable
 class Constraint(Protocol):
-    """What the samplers call: ``check(x)`` first, ``project(x, t, generator)`` after each step, ``finish(x)``."""
+    """What the samplers call: ``check(x, sde)`` first, ``project(x, t, generator)`` after each step, ``finish(x)``."""
 
-    def check(self, x: Tensor) -> None: ...
+    def check(self, x: Tensor, sde: SDE) -> None: ...
 
     def project(self, x: Tensor, t: float, generator: torch.Generator | None) -> Tensor: ...
 
@@ -120,8 +120,15 @@ class Imputation:
         mask[:, 0] = True
         return cls(sde, y, mask, basis=COLOR_BASIS)
 
-    def check(self, x: Tensor) -> None:
-        """y and mask must broadcast to the samples' shape without enlarging it (and the basis fit its channels)."""
+    def check(self, x: Tensor, sde: SDE) -> None:
+        """y and mask must broadcast to the samples' shape without enlarging it (and the basis fit its channels);
+        the sampler's SDE must have this constraint's kernel."""
+        times = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64) * sde.T
+        if not isinstance(sde, LinearSDE) or not all(
+            torch.allclose(mine, theirs, rtol=1e-12, atol=0)
+            for mine, theirs in zip(self.sde.kernel(times), sde.kernel(times), strict=True)
+        ):
+            raise ValueError(f"the constraint was built for {self.sde!r} but the sampler runs {sde!r}")
         if self.basis is not None and (x.ndim < 2 or x.shape[1] != self.basis.shape[0]):
             raise ValueError(f"basis is {tuple(self.basis.shape)} but the samples have shape {tuple(x.shape)}")
         for name, value in (("y", self.y), ("mask", self.mask)):

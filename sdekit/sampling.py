@@ -29,6 +29,7 @@ deterministic samples (and an encoder, via ``x_T=``) at a few hundred NFE.
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, overload
@@ -211,7 +212,8 @@ class _FiniteGuard:
             else f"the final denoising step (t = {float(self.grid[-1]):.6g})"
         )
         raise FloatingPointError(
-            f"non-finite state after {where}: the score returned NaN/Inf or the step diverged; "
+            f"non-finite state after {where}: the score returned NaN/Inf, the step diverged, or a callback "
+            "returned such a state; "
             "check the score network, or use more steps or a more robust method (ancestral)"
         )
 
@@ -235,6 +237,8 @@ class _GridRun:
         self.times = setup.grid.tolist()
         self.guard = _FiniteGuard(setup.grid, setup.x.device)
         self.constraint, self.generator = constraint, setup.generator
+        if constraint is not None:  # the known part of the start, too, is a draw at the first time
+            self.x = constraint.project(self.x, self.times[0], self.generator)
 
     @property
     def done(self) -> bool:
@@ -248,10 +252,8 @@ class _GridRun:
         self.i += 1
         return 1
 
-    def replace(self, x: object) -> None:
+    def replace(self, x: Tensor) -> None:
         """A callback's replacement of the state: same shape, dtype and device, finite (checked at the end)."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"callback must return None or a tensor (the new state), got {type(x).__name__}")
         if x.shape != self.x.shape or x.dtype != self.x.dtype or x.device != self.x.device:
             raise ValueError(
                 f"callback returned a state of shape {tuple(x.shape)}, {x.dtype} on {x.device}; the state is "
@@ -406,7 +408,7 @@ def _solve(
                 "constraint must have check(x), project(x, t, generator) and finish(x) (e.g. "
                 f"sdekit.constraints.Imputation), got {type(constraint).__name__}"
             )
-        constraint.check(setup.x)
+        constraint.check(setup.x, sde)
     if isinstance(method, GridStepper):
         stepper = method.start(sde, setup.score, setup.grid.to(setup.x.device), setup.generator)
         x = _run_grid(stepper, setup, progress=progress, callback=complete, constraint=constraint)
@@ -437,8 +439,11 @@ def _started_at(sde: SDE, inputs: _Inputs, grid: str | Tensor | None, eps: float
     from ``sde.T``; a copy with ``T = t_start`` moves the start of every one of them at once.
     """
     t_start = inputs.t_start
-    if isinstance(t_start, bool) or not isinstance(t_start, (int, float)):
+    if isinstance(t_start, Tensor) and t_start.numel() == 1:
+        t_start = float(t_start)
+    if isinstance(t_start, bool) or not isinstance(t_start, numbers.Real):
         raise TypeError(f"t_start must be a time (a float), got {type(t_start).__name__}")
+    t_start = float(t_start)
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
     if inputs.x_T is None:
@@ -448,14 +453,37 @@ def _started_at(sde: SDE, inputs: _Inputs, grid: str | Tensor | None, eps: float
         low = float(grid.detach().double().min())
     if not low < t_start <= sde.T:
         raise ValueError(f"t_start must lie in (eps, T] = ({low:g}, {sde.T:g}], got {t_start!r}")
-    if isinstance(grid, Tensor) and abs(float(grid.detach().double().reshape(-1)[0]) - t_start) > 1e-12:
-        raise ValueError(f"t_start={t_start!r} disagrees with the explicit grid, which starts at {float(grid[0])!r}")
+    if isinstance(grid, Tensor):  # compared at the grid's own precision (a float32 grid holds 0.4 as 0.4000000059)
+        first = float(grid.detach().double().reshape(-1)[0])
+        resolution = 4 * torch.finfo(grid.dtype if grid.is_floating_point() else torch.float64).eps
+        if abs(first - t_start) > resolution * max(1.0, abs(t_start)):
+            raise ValueError(f"t_start={t_start!r} disagrees with the explicit grid, which starts at {first!r}")
+        t_start = first
     started = copy.copy(sde)
     try:
-        started.T = float(t_start)
+        started.T = t_start
     except AttributeError as error:
         raise TypeError(f"t_start needs an SDE whose horizon T can be set; {type(sde).__name__}.T cannot") from error
+    _check_same_schedule(sde, started, inputs.x_T, t_start)
     return started
+
+
+def _check_same_schedule(sde: SDE, started: SDE, x_T: Tensor, t_start: float) -> None:
+    """The copy with the shorter horizon must be the same process (an SDE whose formulas read T is not)."""
+    probe = x_T[:1].detach().to("cpu", torch.float64) + 0.5  # shifted: a drift linear in x vanishes at 0
+    times = torch.tensor([t_start, 0.5 * t_start], dtype=torch.float64)
+    with time_checks(False):
+        for t in times:
+            t1 = t.reshape(1)
+            same = torch.allclose(sde.drift(probe, t1), started.drift(probe, t1), rtol=1e-12, atol=0) and (
+                torch.allclose(sde.diffusion(probe, t1), started.diffusion(probe, t1), rtol=1e-12, atol=0)
+            )
+            if not same:
+                raise TypeError(
+                    f"t_start needs an SDE whose drift and diffusion do not depend on its horizon T; "
+                    f"{type(sde).__name__}'s change when T is set to t_start. Pass x_T with an explicit grid that "
+                    "starts at t_start and leave t_start unset instead"
+                )
 
 
 def _corrector(corrector: str | Corrector, snr: float | None) -> Corrector:
@@ -600,7 +628,7 @@ def pc_sample(
     ``callback(payload)`` is called after every step with the state ``payload["x"]``, the step
     ``i``, its times ``t`` → ``t_next`` and, read lazily, Tweedie's ``denoised`` estimate. It may
     return a tensor of the state's shape, dtype and device, which replaces the state (fixed-grid
-    methods); returning ``None`` leaves it. Editing ``payload["x"]`` in place also works.
+    methods); any other return value is ignored. Editing ``payload["x"]`` in place also works.
 
     Speed options: ``autocast=torch.bfloat16`` (or ``torch.float16``, on CUDA) runs the score
     network in mixed precision while the solver's state stays in ``dtype``; ``compile=True``

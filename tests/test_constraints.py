@@ -97,6 +97,32 @@ def test_replacement_bias_on_correlated_data():
     assert 0.89 < mean < 0.99 and 0.27 < var < 0.35  # a regression pin of the measured bias (about ±12 s.e.)
 
 
+def test_imputation_is_reproducible_from_the_samplers_generator_and_keeps_float32():
+    data, sde = independent(), VPSDE()
+    mask = MASK.float()  # a float mask of 0s and 1s works like a bool one
+
+    def run(seed: int, dtype: torch.dtype) -> Tensor:
+        constraint, generator = Imputation(sde, Y, mask), torch.Generator().manual_seed(seed)
+        return sdekit.sample(sde, data.score(sde), shape=(4, 4), method="euler_maruyama", steps=10, dtype=dtype,
+                             constraint=constraint, generator=generator)  # fmt: skip
+
+    assert torch.equal(run(1, F64), run(1, F64)) and not torch.equal(run(1, F64), run(2, F64))
+    x = run(1, torch.float32)
+    assert x.dtype == torch.float32 and torch.equal(x[:, [0, 2]], Y[:, [0, 2]].float().expand(4, 2))
+
+
+def test_the_start_is_projected_and_the_sde_must_match():
+    data, sde = independent(), VPSDE()
+    score = Recorder(data.score(sde))
+    x_T = torch.full((3, 4), 100.0, dtype=F64)
+    sdekit.ode_sample(sde, score, x_T=x_T, method="euler", steps=3, dtype=F64, constraint=Imputation(sde, Y, MASK),
+                      generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert (score.inputs[0][:, [0, 2]].abs() < 10).all() and (score.inputs[0][:, [1, 3]] == 100).all()
+    with pytest.raises(ValueError, match=r"the constraint was built for VPSDE.* but the sampler runs VESDE"):
+        sdekit.ode_sample(VESDE(), data.score(VESDE()), shape=(3, 4), method="euler", steps=3,
+                          constraint=Imputation(sde, Y, MASK))  # fmt: skip
+
+
 # --- callbacks that return a state ------------------------------------------------------------------------------
 
 
@@ -140,6 +166,18 @@ def test_a_callback_returning_none_or_editing_in_place_keeps_working():
     assert torch.equal(c, d) and not torch.equal(a, c)
 
 
+def test_a_callback_returning_anything_but_a_tensor_is_ignored_as_before():
+    data, sde = independent(), VPSDE()
+    kwargs = {"shape": (3, 4), "method": "heun", "steps": 4, "dtype": F64}
+    a = sdekit.ode_sample(sde, data.score(sde), generator=torch.Generator().manual_seed(6), **kwargs)
+    for callback in (lambda p: 1.0, lambda p: p, lambda p: p["i"], lambda p: True):
+        b = sdekit.ode_sample(sde, data.score(sde), generator=torch.Generator().manual_seed(6), callback=callback,
+                              **kwargs)  # fmt: skip
+        assert torch.equal(a, b)
+    sdekit.sample(sde, data.score(sde), shape=(3, 4), method="adaptive", callback=lambda p: True,
+                  generator=torch.Generator().manual_seed(7))  # fmt: skip
+
+
 def test_bad_callback_returns_are_refused():
     data, sde = independent(), VPSDE()
     kwargs = {"shape": (3, 4), "steps": 4, "generator": torch.Generator().manual_seed(7)}
@@ -147,8 +185,10 @@ def test_bad_callback_returns_are_refused():
         sdekit.ode_sample(sde, data.score(sde), method="euler", callback=lambda p: p["x"][:, :2], **kwargs)
     with pytest.raises(ValueError, match=r"callback returned a state of shape .*torch.float64"):
         sdekit.ode_sample(sde, data.score(sde), method="euler", callback=lambda p: p["x"].double(), **kwargs)
-    with pytest.raises(TypeError, match="callback must return None or a tensor"):
-        sdekit.ode_sample(sde, data.score(sde), method="euler", callback=lambda p: 1.0, **kwargs)
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite state after step 0 of 4.*or a callback returned such a state"
+    ):
+        sdekit.ode_sample(sde, data.score(sde), method="euler", callback=lambda p: p["x"] * float("nan"), **kwargs)
     with pytest.raises(TypeError, match="callback returned a new state, which this method cannot take"):
         sdekit.sample(sde, data.score(sde), shape=(3, 4), method="adaptive", callback=lambda p: p["x"],
                       generator=torch.Generator().manual_seed(7))  # fmt: skip

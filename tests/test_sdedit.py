@@ -132,3 +132,44 @@ def test_bad_t_start_is_refused_at_the_call():
         sdekit.pc_sample(sde, score, x_T=x, t_start=0.2, eps=0.3, steps=5)
     with pytest.raises(TypeError, match="t_start must be a time"):
         sdekit.sample(sde, score, x_T=x, t_start="0.5", method="adaptive")  # type: ignore[arg-type]
+
+
+def test_t_start_takes_a_float32_grid_and_a_0d_tensor():
+    data, sde = gaussian(), VPSDE()
+    x = noised(data, sde, 2, seed=7)
+    grid32 = torch.linspace(T0, 1e-3, 11)  # holds 0.4 as 0.4000000059604645
+    a = sdekit.ode_sample(sde, data.score(sde), x_T=x, t_start=T0, grid=grid32, method="heun", dtype=F64)
+    b = sdekit.ode_sample(sde, data.score(sde), x_T=x, grid=grid32, method="heun", dtype=F64)
+    assert torch.equal(a, b)
+    c = sdekit.ode_sample(
+        sde, data.score(sde), x_T=x, t_start=torch.tensor(T0, dtype=F64), steps=5, method="heun", dtype=F64
+    )
+    d = sdekit.ode_sample(sde, data.score(sde), x_T=x, t_start=T0, steps=5, method="heun", dtype=F64)
+    assert torch.equal(c, d)
+
+
+def test_t_start_refuses_an_sde_whose_schedule_reads_its_horizon():
+    """A cosine schedule in t/T changes when T does: running it on the shorter horizon would be another process."""
+    import math
+
+    class HorizonScaled(sdekit.SDE):
+        T = 2.0
+
+        def drift(self, x, t):
+            return -x * (t / self.T)[:, None]
+
+        def diffusion(self, x, t):
+            return torch.ones_like(x) * math.sqrt(2.0)
+
+        def marginal(self, x0, t):
+            raise NotImplementedError
+
+        def prior_sample(self, shape, *, generator=None, device=None, dtype=torch.float32):
+            return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+        def prior_logp(self, z):
+            raise NotImplementedError
+
+    x = torch.zeros(2, 2)
+    with pytest.raises(TypeError, match="drift and diffusion do not depend on its horizon T"):
+        sdekit.sample(HorizonScaled(), lambda x, t: -x, x_T=x, t_start=1.0, steps=4, denoise=False)

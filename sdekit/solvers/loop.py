@@ -4,7 +4,8 @@ A solve in progress is a :class:`Run`: ``advance()`` takes one step (one batched
 adaptive solver, checks and compaction included) and says how much progress it made, ``payload()``
 describes the step just taken for the callback, ``done`` says when to stop. :func:`run_loop`
 drives it with the tqdm bar and the callback (a callback that returns a tensor replaces the state,
-where the run has ``replace``: the fixed-grid runs), under ``torch.no_grad()`` and without the time
+where the run has ``replace``: the fixed-grid runs; any other return value is ignored), under
+``torch.no_grad()`` and without the time
 checks (grids and step sizes are validated before the loop). Nothing in the loop itself reads
 back from the device; a run does where it must (an adaptive check point).
 """
@@ -63,7 +64,7 @@ def run_loop(
             bar.update(run.advance())
             if callback is not None:
                 replacement = callback(run.payload())
-                if replacement is not None:
+                if isinstance(replacement, torch.Tensor):  # other return values are ignored, as they always were
                     replace = getattr(run, "replace", None)
                     if replace is None:
                         raise TypeError(
