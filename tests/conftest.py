@@ -209,3 +209,20 @@ def gaussian_score(sde, mean: float = 0.5, var: float = 0.25):
         return -(x - alpha.to(x.dtype) * mean) / total
 
     return score
+
+
+def tiny_unet(**overrides: object) -> torch.nn.Module:
+    """A small random-weight diffusers ``UNet2DModel`` on (2, 8, 8) images, seeded; skips without diffusers."""
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    config = {
+        "sample_size": 8,
+        "in_channels": 2,
+        "out_channels": 2,
+        "block_out_channels": (8, 16),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 4,
+    }
+    return diffusers.UNet2DModel(**{**config, **overrides}).eval()

@@ -20,6 +20,8 @@ import sdekit
 from adapters import ddpm, edm, ncsn, v, x0
 from sdekit.testing import GaussianMixture, evaluate
 
+from conftest import tiny_unet
+
 F64 = torch.float64
 N = 1000
 
@@ -427,21 +429,6 @@ def test_diffusers_missing_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers -> ImportError
     with pytest.raises(ImportError, match=r"sdekit\[diffusers\]"):
         diffusers_adapter.from_unet(zeros_model, {"num_train_timesteps": 10})
-
-
-def tiny_unet():
-    diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(0)
-    return diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=2,
-        out_channels=2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    ).eval()
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,8 @@ from sdekit import VESDE, VPSDE, ClassifierFreeGuidance, ClassifierGuidance, Pos
 from sdekit.solvers.adaptive_ode import TABLEAUS
 from sdekit.testing import Gaussian, GaussianMixture, evaluate
 
+from conftest import tiny_unet
+
 F64 = torch.float64
 
 
@@ -518,22 +520,8 @@ def test_cfg_matches_a_diffusers_ddim_cfg_loop_step_for_step():
     from adapters.diffusers import from_unet, timestep_grid
     from sdekit.solvers import DPMSolverPP
 
-    torch.manual_seed(0)
-    unet = (
-        diffusers.UNet2DModel(
-            sample_size=8,
-            in_channels=2,
-            out_channels=2,
-            block_out_channels=(8, 16),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "UpBlock2D"),
-            norm_num_groups=4,
-            num_class_embeds=4,
-        )
-        .eval()
-        .double()
-    )  # float64 both sides: the comparison sees the formulas, not float32 rounding
+    # float64 both sides: the comparison sees the formulas, not float32 rounding
+    unet = tiny_unet(num_class_embeds=4).double()
     scheduler = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
     scheduler.set_timesteps(10)
     # diffusers keeps ᾱ in float32 and forms its step's coefficients from it in float32; with the same
