@@ -229,28 +229,67 @@ class _GridRun:
     """A started fixed-grid method stepping along its grid (grid[i] → grid[i + 1]), as a :class:`Run`.
 
     Nothing here waits for the device: the finite check records the first bad step on the device
-    and is read once, after the last step (:meth:`finish`).
+    and is read once, after the last step (:meth:`finish`). A constraint with ``resample`` r > 1
+    runs each block of ``jump_length`` steps r times (RePaint): between passes the state is noised
+    back to the block's first time by the forward transition kernel, and the method restarts on
+    the block.
     """
 
-    def __init__(self, stepper: GridStepper, setup: _Setup, constraint: Constraint | None = None) -> None:
-        self.stepper, self.x, self.i = stepper, setup.x, 0
-        self.times = setup.grid.tolist()
+    def __init__(
+        self, stepper: GridStepper, setup: _Setup, sde: SDE, constraint: Constraint | None = None
+    ) -> None:
+        self.stepper, self.x, self.sde = stepper, setup.x, sde
+        self.grid, self.times = setup.grid, setup.grid.tolist()
         self.guard = _FiniteGuard(setup.grid, setup.x.device)
-        self.constraint, self.generator = constraint, setup.generator
+        self.constraint, self.generator, self.score = constraint, setup.generator, setup.score
+        self.resample = int(getattr(constraint, "resample", 1))
+        jump = int(getattr(constraint, "jump_length", 1))
+        if self.resample < 1 or jump < 1:
+            raise ValueError(f"constraint resample and jump_length must be >= 1, got {self.resample}, {jump}")
+        if self.resample > 1 and not isinstance(sde, LinearSDE):
+            raise TypeError(f"resample needs a LinearSDE (its forward transition kernel), got {type(sde).__name__}")
+        n = len(self.times) - 1
+        self.blocks = [(b, min(b + jump, n)) for b in range(0, n, jump)] if self.resample > 1 else [(0, n)]
+        self.block, self.passes, self.local = 0, 0, 0  # where the run is: block, finished passes, step in the pass
+        self.last = -1  # the grid step just taken
+        self.steps_taken, self.renoise_pending = 0, False
         if constraint is not None:  # the known part of the start, too, is a draw at the first time
             self.x = constraint.project(self.x, self.times[0], self.generator)
 
     @property
+    def total(self) -> int:
+        return sum(e - b for b, e in self.blocks) * self.resample
+
+    @property
     def done(self) -> bool:
-        return self.i == len(self.times) - 1
+        return self.block == len(self.blocks)
 
     def advance(self) -> int:
-        self.x = self.stepper.step(self.x, self.i)
+        b, e = self.blocks[self.block]
+        if self.renoise_pending:  # back up the block: x_b = a x_e + √v z, the forward transition e → b
+            self.x = self._renoise(self.x, self.times[b], self.times[e])
+            self.renoise_pending = False
+        if self.resample > 1 and self.local == 0:  # each pass restarts the method on its block
+            self.stepper = self.stepper.start(self.sde, self.score, self.grid[b : e + 1], self.generator)
+        i = b + self.local
+        self.x = self.stepper.step(self.x, self.local if self.resample > 1 else i)
         if self.constraint is not None:  # the state is now at times[i + 1]
-            self.x = self.constraint.project(self.x, self.times[self.i + 1], self.generator)
-        self.guard.observe(self.x, self.i)
-        self.i += 1
+            self.x = self.constraint.project(self.x, self.times[i + 1], self.generator)
+        self.guard.observe(self.x, i)
+        self.last, self.local, self.steps_taken = i, self.local + 1, self.steps_taken + 1
+        if b + self.local == e:
+            self.local, self.passes = 0, self.passes + 1
+            if self.passes < self.resample:
+                self.renoise_pending = True
+            else:
+                self.block, self.passes = self.block + 1, 0
         return 1
+
+    def _renoise(self, x: Tensor, t: float, t_next: float) -> Tensor:
+        assert isinstance(self.sde, LinearSDE)
+        a, v = self.sde.transition(torch.tensor([t], dtype=torch.float64), torch.tensor([t_next], dtype=torch.float64))
+        z = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        return float(a) * x + float(v.sqrt()) * z
 
     def replace(self, x: Tensor) -> None:
         """A callback's replacement of the state: same shape, dtype and device, finite (checked at the end)."""
@@ -260,10 +299,10 @@ class _GridRun:
                 f"{tuple(self.x.shape)}, {self.x.dtype} on {self.x.device}"
             )
         self.x = x
-        self.guard.observe(self.x, self.i - 1)
+        self.guard.observe(self.x, self.last)
 
     def payload(self) -> dict[str, Any]:
-        i = self.i - 1
+        i = self.last
         return {"x": self.x, "i": i, "t": self.times[i], "t_next": self.times[i + 1]}
 
     def finish(self) -> Tensor:
@@ -274,15 +313,16 @@ class _GridRun:
 def _run_grid(
     stepper: GridStepper,
     setup: _Setup,
+    sde: SDE,
     *,
     progress: bool,
     callback: Callback | None,
     constraint: Constraint | None = None,
-) -> Tensor:
-    """Step the started method along the grid through the solve loop, then check the state was finite."""
-    run = _GridRun(stepper, setup, constraint)
-    run_loop(run, progress=progress, callback=callback, total=len(run.times) - 1)
-    return run.finish()
+) -> tuple[Tensor, int]:
+    """Step the started method along the grid through the solve loop, check the state was finite; (x, steps)."""
+    run = _GridRun(stepper, setup, sde, constraint)
+    run_loop(run, progress=progress, callback=callback, total=run.total)
+    return run.finish(), run.steps_taken
 
 
 def _tweedie(sde: LinearSDE, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
@@ -411,8 +451,8 @@ def _solve(
         constraint.check(setup.x, sde)
     if isinstance(method, GridStepper):
         stepper = method.start(sde, setup.score, setup.grid.to(setup.x.device), setup.generator)
-        x = _run_grid(stepper, setup, progress=progress, callback=complete, constraint=constraint)
-        info = SampleInfo(steps=len(setup.grid) - 1, samples=x.shape[0])
+        x, taken = _run_grid(stepper, setup, sde, progress=progress, callback=complete, constraint=constraint)
+        info = SampleInfo(steps=taken, samples=x.shape[0])
     else:
         x, info = method.integrate(
             sde,

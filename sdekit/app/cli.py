@@ -38,6 +38,7 @@ from torch import Tensor
 
 from sdekit import __version__
 from sdekit.app import MissingRequirementError, require
+from sdekit.app.conditioning import MASKS, Condition, ConditionError, digits_quality, inpainting_panel, mask_of
 from sdekit.app.host_memory import keep_freed_memory
 from sdekit.checks import EstimateError, ScoreError, check_choice, check_fits
 from sdekit.grids import GRIDS
@@ -49,6 +50,9 @@ from sdekit.solvers.loop import StepLimitError
 from sdekit.testing import GaussianMixture, evaluate
 
 Sampler = Callable[..., object]
+#: ``--class`` without ``--guidance``: on the digits model w = 2 gave 98 % of 200 samples the requested
+#: class (w = 1, the exact-posterior scale, 84–88 %), measured by docs/guidance.md's scale sweep.
+DEFAULT_GUIDANCE = 2.0
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: CLI flags forwarded to the sampler when given (None = the sampler's default). Where a flag names a
 #: registered choice, its help lists the registry's names (:func:`flag_choices`), never a fixed list.
@@ -112,7 +116,9 @@ def _sample_parser(p: argparse.ArgumentParser) -> None:
         "--model", default="digits", help="built-in model (see `sdekit info`) or module:callable (runs user code)"
     )
     choices = flag_choices()
-    p.add_argument("--method", default="adaptive", help=_help("method", "sampler (default adaptive)", choices))
+    p.add_argument(
+        "--method", default=None, help=_help("method", "sampler (default adaptive; ancestral with --inpaint)", choices)
+    )
     p.add_argument("-n", "--num-samples", dest="num", type=int, default=256, help="number of samples (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed; chunk k uses a generator seeded by (seed, k)")
     p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
@@ -127,6 +133,15 @@ def _sample_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the quality figures at the end")
+    p.add_argument("--class", dest="label", type=int, default=None, help="sample this class (classifier guidance)")
+    p.add_argument(
+        "--guidance", type=float, default=None, help="classifier-guidance scale w >= 0 with --class (default 2)"
+    )
+    p.add_argument(
+        "--inpaint", default=None, help=f"complete the real images with this region redrawn: {', '.join(MASKS)}"
+    )
+    p.add_argument("--resample", type=int, default=1, help="RePaint passes per block with --inpaint (default 1)")
+    p.add_argument("--jump-length", type=int, default=1, help="RePaint steps per block with --inpaint (default 1)")
     _sampler_flags(p, choices)
 
 
@@ -273,12 +288,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.seed < 0 or args.threads < 1:
         raise UserError(f"--seed must be >= 0 and --threads >= 1, got --seed {args.seed} --threads {args.threads}")
     try:
+        condition = Condition(args.label, args.guidance, args.inpaint, args.resample, args.jump_length)
+    except ConditionError as error:
+        raise UserError(str(error)) from error
+    if condition.label is not None and args.guidance is None:
+        condition = Condition(args.label, DEFAULT_GUIDANCE)
+    if args.method is None:
+        args.method = "ancestral" if condition.inpaint is not None else "adaptive"
+    try:
         sampler, fixed = _sampler(args.method)
     except ValueError as error:
         raise UserError(str(error)) from error
     options = _options(args)
     device = _device(args.device)
     model = get_model(args.model, _shape(args.shape))
+    try:
+        condition.check(model, args.num)
+    except ConditionError as error:
+        raise UserError(str(error)) from error
     if args.out is not None and not args.out.strip():
         raise UserError("--out '': give the output folder a name, e.g. --out runs/digits (or leave --out out)")
     out = Path(args.out) if args.out is not None else Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)
@@ -286,7 +313,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         model=args.model, method=args.method, num=args.num, chunk=args.chunk, seed=args.seed,
         shape=list(model.event_shape), dtype=args.dtype, device=device.split(":")[0], options=options,
         weights=args.weights, weights_sha256=model.weights_digest(args.weights), threads=args.threads,
-        sdekit_version=__version__,
+        sdekit_version=__version__, condition=condition.to_json(),
     )  # fmt: skip
     if args.procs < 1:
         raise UserError(f"--procs must be >= 1, got {args.procs}")
@@ -308,8 +335,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
             show = not args.quiet and ctx.is_main
 
             def sample_chunk(k: int, n: int, generator: torch.Generator) -> Tensor:
-                x = sampler(sde, score, (n, *model.event_shape), generator=generator, device=torch_device,
-                            dtype=DTYPES[args.dtype], progress=show, **fixed, **options)  # fmt: skip
+                chunk_score, extra = condition.chunk_inputs(
+                    model, sde, score, k * config.chunk, n, torch_device, DTYPES[args.dtype]
+                )
+                x = sampler(sde, chunk_score, (n, *model.event_shape), generator=generator, device=torch_device,
+                            dtype=DTYPES[args.dtype], progress=show, **fixed, **options, **extra)  # fmt: skip
                 return cast(Tensor, x)
 
             start = time.perf_counter()
@@ -447,7 +477,17 @@ def _draw(out: Path, config: Any) -> Path | None:
 
     shape = tuple(config.shape)
     path = out / run.GRID_FILE
-    if len(shape) == 3 and shape[0] in (1, 3):
+    condition = Condition.from_json(config.condition)
+    if condition.inpaint is not None:  # originals | masked | completions, eight per row
+        completions = _storage(_first(out, config, 64), "image")
+        from sdekit.app.models import get_model
+
+        model = get_model(config.model)
+        assert model.dataset is not None  # checked before sampling
+        originals = _storage(model.dataset()[0][: len(completions)], "image")
+        panel = inpainting_panel(originals, mask_of(condition.inpaint, shape), completions)
+        run.atomic_write(path, lambda tmp: _plots.image_grid(panel, tmp, columns=24))
+    elif len(shape) == 3 and shape[0] in (1, 3):
         array = _storage(_first(out, config, 256), "image")  # pixels of values clamped to [−1, 1]
         run.atomic_write(path, lambda tmp: _plots.image_grid(array, tmp))
     elif shape == (2,):
@@ -471,6 +511,13 @@ def _mixture() -> GaussianMixture:
 
 def _quality(samples: np.ndarray, config: Any) -> list[str]:
     """Quality lines for a finished run's samples: FD-digits for digits, mixture metrics for gmm2d."""
+    condition = Condition.from_json(config.condition)
+    if condition.active:
+        if config.model != "digits":
+            return []
+        from sdekit.app.models import digits
+
+        return digits_quality(condition, digits.from_uint8(torch.from_numpy(samples)))
     if config.model == "digits":
         from sdekit.app.models import digits, fd
 

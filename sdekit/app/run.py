@@ -110,6 +110,8 @@ class RunConfig:
     weights_sha256: str | None = None
     threads: int = 1
     sdekit_version: str = ""
+    #: A conditional run's :class:`sdekit.app.conditioning.Condition` as JSON ({} for an unconditional one).
+    condition: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_positive_int("num", self.num)
@@ -144,6 +146,8 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """The configuration without volatile keys, as plain JSON values."""
         data = json.loads(json.dumps(asdict(self), sort_keys=True, default=str))
+        if not data.get("condition"):  # unconditional runs keep the identity (and chunk digests) they had
+            data.pop("condition", None)
         return {k: v for k, v in data.items() if k not in _VOLATILE}
 
     def digest(self) -> str:

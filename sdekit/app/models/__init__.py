@@ -44,6 +44,11 @@ class Model:
     kind: str  # "image", "points" or "tensor"
     build: Builder  # build(device, dtype, weights): weights is a user's file or None for the shipped one
     default_weights: str | None = None  # the shipped weights file, if any
+    #: ``noisy_classifier(device, dtype)``: a classifier(x, t) -> logits of p_t(y | x) for ``--class``.
+    noisy_classifier: Callable[[torch.device, torch.dtype], Any] | None = None
+    num_classes: int = 0
+    #: ``dataset()``: real samples ``(N, *event_shape)`` in the model's data space and labels, for ``--inpaint``.
+    dataset: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def weights_digest(self, weights: str | None) -> str | None:
         """SHA-256 of the weights file a run uses (stored in run.json, so new weights never reuse old chunks)."""
@@ -57,6 +62,18 @@ def _digits(device: torch.device, dtype: torch.dtype, weights: str | None) -> tu
     from sdekit.app.models import digits
 
     return digits.load(device, dtype, weights)
+
+
+def _digits_noisy_classifier(device: torch.device, dtype: torch.dtype) -> Any:
+    from sdekit.app.models import digits
+
+    return digits.load_noisy_classifier(device=device).to(dtype)
+
+
+def _digits_data() -> tuple[torch.Tensor, torch.Tensor]:
+    from sdekit.app.models import digits
+
+    return digits.load_data()
 
 
 def _gmm2d(device: torch.device, dtype: torch.dtype, weights: str | None) -> tuple[SDE, Any]:
@@ -83,6 +100,9 @@ def builtin_models() -> dict[str, Model]:
             "image",
             _digits,
             str(digits.weights_path(digits.UNET_FILE)),
+            noisy_classifier=_digits_noisy_classifier,
+            num_classes=10,
+            dataset=_digits_data,
         ),
         "gmm2d": Model("gmm2d", "exact 2-D, 8-mode Gaussian mixture oracle (exact score)", (2,), "points", _gmm2d),
     }

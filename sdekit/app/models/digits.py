@@ -26,12 +26,23 @@ from torch.nn import functional as nnf
 
 from sdekit.app.models._weights import load_into
 
-__all__ = ["DigitsUNet", "DigitClassifier", "load", "load_classifier", "load_data", "NUM_TIMESTEPS", "to_uint8"]
+__all__ = [
+    "DigitsUNet",
+    "DigitClassifier",
+    "NoisyDigitClassifier",
+    "load",
+    "load_classifier",
+    "load_noisy_classifier",
+    "load_data",
+    "NUM_TIMESTEPS",
+    "to_uint8",
+]
 
 NUM_TIMESTEPS = 1000
 BETA_START, BETA_END = 1e-4, 0.02
 UNET_FILE = "digits_unet.safetensors"
 CLASSIFIER_FILE = "digits_classifier.safetensors"
+NOISY_CLASSIFIER_FILE = "digits_noisy_classifier.safetensors"
 
 
 def weights_path(name: str) -> Path:
@@ -151,6 +162,37 @@ class DigitClassifier(nn.Module):
         return self.head(self.features(x))
 
 
+class NoisyDigitClassifier(nn.Module):
+    """Noise-conditional digit classifier ``logits = model(x_t, t)`` for classifier guidance.
+
+    ``t`` is the continuous time of the digits model's :class:`sdekit.DiscreteVPSDE` (t ∈ (0, 1],
+    shape ``(B,)`` or ``(1,)``, level i/1000 at t = i/1000), as sdekit's samplers pass it to a score;
+    ``x_t`` a draw of the forward kernel at t. Trained with cross-entropy on x_t ~ p_t(x | x₀) for t
+    uniform on [1e-3, 1] (``scripts/train_digits.py``), so softmax(logits) estimates p_t(y | x_t).
+    Two 3×3 conv blocks at 8×8 and one at 4×4, each shifted by a learned projection of the time
+    embedding (of 1000·t, the DDPM timestep scale), then a linear head; 46k parameters.
+    """
+
+    def __init__(self, width: int = 32, embed_dim: int = 64) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.time_mlp = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.SiLU())
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv3 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.shift = nn.ModuleList([nn.Linear(embed_dim, c) for c in (width, width, 2 * width)])
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 4, 64), nn.SiLU(), nn.Linear(64, 10))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t.reshape(-1)
+        emb = self.time_mlp(timestep_embedding(NUM_TIMESTEPS * t.to(torch.float32), self.embed_dim).to(x.dtype))
+        h = nnf.silu(self.conv1(x) + self.shift[0](emb)[:, :, None, None])
+        h = nnf.silu(self.conv2(h) + self.shift[1](emb)[:, :, None, None])
+        h = nnf.max_pool2d(h, 2)
+        h = nnf.silu(self.conv3(h) + self.shift[2](emb)[:, :, None, None])
+        return self.head(nnf.max_pool2d(h, 2))
+
+
 def load_unet(path: str | Path | None = None, device: torch.device | str = "cpu") -> DigitsUNet:
     """The trained UNet (shipped weights unless ``path``), in eval mode with gradients off."""
     model = DigitsUNet()
@@ -162,6 +204,16 @@ def load_classifier(path: str | Path | None = None, device: torch.device | str =
     """The trained feature classifier of FD-digits, in eval mode with gradients off."""
     model = DigitClassifier()
     load_into(model, path or weights_path(CLASSIFIER_FILE))
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_noisy_classifier(path: str | Path | None = None, device: torch.device | str = "cpu") -> NoisyDigitClassifier:
+    """The trained noise-conditional classifier of classifier guidance, in eval mode with gradients off.
+
+    Its parameters need no gradient: guidance differentiates the logits with respect to the input.
+    """
+    model = NoisyDigitClassifier()
+    load_into(model, path or weights_path(NOISY_CLASSIFIER_FILE))
     return model.to(device).eval().requires_grad_(False)
 
 
