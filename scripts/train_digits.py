@@ -62,9 +62,7 @@ def train_noisy_classifier(
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    sde = sdekit.DiscreteVPSDE.from_betas(
-        sdekit.linear_betas(digits.NUM_TIMESTEPS, digits.BETA_START, digits.BETA_END)
-    )
+    sde = sdekit.DiscreteVPSDE.from_betas(sdekit.linear_betas(digits.NUM_TIMESTEPS, digits.BETA_START, digits.BETA_END))
     model = digits.NoisyDigitClassifier()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     train_x, train_y, test_x, test_y = images[:1500], labels[:1500], images[1500:], labels[1500:]

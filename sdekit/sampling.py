@@ -235,9 +235,7 @@ class _GridRun:
     the block.
     """
 
-    def __init__(
-        self, stepper: GridStepper, setup: _Setup, sde: SDE, constraint: Constraint | None = None
-    ) -> None:
+    def __init__(self, stepper: GridStepper, setup: _Setup, sde: SDE, constraint: Constraint | None = None) -> None:
         self.stepper, self.x, self.sde = stepper, setup.x, sde
         self.grid, self.times = setup.grid, setup.grid.tolist()
         self.guard = _FiniteGuard(setup.grid, setup.x.device)

@@ -288,9 +288,18 @@ def test_resampling_visits_each_block_r_times_and_restarts_the_method_on_it():
     """4 steps in blocks of 2, r = 3: steps 0 1 0 1 0 1 2 3 2 3 2 3, 3× the score calls, y held on the mask."""
     data, sde = independent(), VPSDE()
     seen: list[int] = []
-    x, info = sdekit.sample(sde, data.score(sde), shape=(8, 4), method="euler_maruyama", steps=4, dtype=F64,
-                            constraint=Imputation(sde, Y, MASK, resample=3, jump_length=2), return_info=True,
-                            callback=lambda d: seen.append(d["i"]), generator=torch.Generator().manual_seed(0))  # fmt: skip
+    x, info = sdekit.sample(
+        sde,
+        data.score(sde),
+        shape=(8, 4),
+        method="euler_maruyama",
+        steps=4,
+        dtype=F64,
+        constraint=Imputation(sde, Y, MASK, resample=3, jump_length=2),
+        return_info=True,
+        callback=lambda d: seen.append(d["i"]),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert seen == [0, 1] * 3 + [2, 3] * 3
     assert info.steps == 12 and info.nfe == 12 + 1  # the final denoising is one more call
     assert torch.equal(x[:, [0, 2]], Y[:, [0, 2]].expand(8, 2))
@@ -316,8 +325,16 @@ def test_resampling_noises_back_up_the_block_by_the_forward_transition_kernel():
     v = float(sigma[0] ** 2 - a**2 * sigma[1] ** 2)
     x_T = torch.full((n, 2), 2.0, dtype=F64)
     y, mask = torch.zeros(1, 2, dtype=F64), torch.tensor([[True, False]])
-    x = sdekit.sample(sde, lambda x, t: torch.zeros_like(x), x_T=x_T, method=Hold(), grid=grid, denoise=False,
-                      constraint=Imputation(sde, y, mask, resample=r), generator=torch.Generator().manual_seed(1))  # fmt: skip
+    x = sdekit.sample(
+        sde,
+        lambda x, t: torch.zeros_like(x),
+        x_T=x_T,
+        method=Hold(),
+        grid=grid,
+        denoise=False,
+        constraint=Imputation(sde, y, mask, resample=r),
+        generator=torch.Generator().manual_seed(1),
+    )
     mean = 2.0 * a ** (r - 1)
     var = v * sum(a ** (2 * k) for k in range(r - 1))
     unknown = x[:, 1]
@@ -331,8 +348,16 @@ def test_resample_one_is_the_plain_method_bit_for_bit():
     y, mask = torch.tensor([[1.5, 0.0]], dtype=F64), torch.tensor([[True, False]])
 
     def run(**options: int) -> Tensor:
-        return sdekit.sample(sde, data.score(sde), shape=(64, 2), method="dpmpp_2m_sde", steps=12, dtype=F64,
-                             constraint=Imputation(sde, y, mask, **options), generator=torch.Generator().manual_seed(3))  # fmt: skip
+        return sdekit.sample(
+            sde,
+            data.score(sde),
+            shape=(64, 2),
+            method="dpmpp_2m_sde",
+            steps=12,
+            dtype=F64,
+            constraint=Imputation(sde, y, mask, **options),
+            generator=torch.Generator().manual_seed(3),
+        )
 
     assert torch.equal(run(), run(resample=1, jump_length=5))
     assert not torch.equal(run(), run(resample=2))

@@ -464,3 +464,29 @@ def test_bad_gaussian_and_sampling_arguments(small: GaussianMixture) -> None:
         evaluate(torch.zeros(10, 6), small)
     with pytest.raises(ValueError, match="same number of features"):
         sliced_wasserstein(torch.zeros(5, 2), torch.zeros(5, 3))
+
+
+def test_condition_is_bayes_rule_on_the_joint_density():
+    """log p(x_u | y) = log p(x_u, y) − log p(y), p(y) the mixture of the known coordinates' marginals."""
+    mixture = GaussianMixture.random(dim=5, modes=3, generator=torch.Generator().manual_seed(2))
+    known = torch.tensor([True, False, True, False, False])
+    y = mixture.sample(1, generator=torch.Generator().manual_seed(3)).double()[0, known]
+    conditional = mixture.condition(known, y)
+    assert conditional.dim == 3 and abs(float(conditional.weights.sum()) - 1) < 1e-12
+    x_u = conditional.sample(64, generator=torch.Generator().manual_seed(4)).double() + 0.3
+    joint = torch.empty(64, 5, dtype=torch.float64)
+    joint[:, known], joint[:, ~known] = y, x_u
+    cov_kk = mixture.covariances[:, known][:, :, known]
+    log_evidence = GaussianMixture(mixture.weights, mixture.means[:, known], cov_kk).log_prob(y[None])
+    expected = mixture.log_prob(joint) - log_evidence
+    torch.testing.assert_close(conditional.log_prob(x_u), expected, rtol=0, atol=1e-10)
+
+
+def test_condition_refuses_bad_masks_and_values():
+    mixture = GaussianMixture.random(dim=3, modes=2)
+    with pytest.raises(ValueError, match="known"):
+        mixture.condition(torch.tensor([1, 0, 1]), torch.zeros(2))  # not bool
+    with pytest.raises(ValueError, match="some but not all"):
+        mixture.condition(torch.ones(3, dtype=torch.bool), torch.zeros(3))
+    with pytest.raises(ValueError, match="values"):
+        mixture.condition(torch.tensor([True, False, False]), torch.zeros(2))

@@ -34,7 +34,8 @@ MASKS: dict[str, Callable[[int, int], Tensor]] = {
     "left": lambda h, w: torch.arange(w)[None, :].expand(h, w) < w - w // 2,
     "right": lambda h, w: torch.arange(w)[None, :].expand(h, w) >= w // 2,
     "center": lambda h, w: (
-        ((torch.arange(h)[:, None] - (h - 1) / 2).abs() < h / 4) & ((torch.arange(w)[None, :] - (w - 1) / 2).abs() < w / 4)
+        ((torch.arange(h)[:, None] - (h - 1) / 2).abs() < h / 4)
+        & ((torch.arange(w)[None, :] - (w - 1) / 2).abs() < w / 4)
     ),
 }
 

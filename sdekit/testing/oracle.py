@@ -281,6 +281,45 @@ class GaussianMixture:
             raise ValueError(f"k must be a component index in [0, {self.num_components}), got {k!r}")
         return GaussianMixture([1.0], self.means[k : k + 1], self.covariances[k : k + 1], event_shape=self.event_shape)
 
+    def condition(self, known: Tensor, values: Tensor) -> GaussianMixture:
+        """The exact conditional p_0(x_u | x_k = values) on the unknown coordinates u, as a mixture.
+
+        ``known`` is a bool mask ``(D,)`` (or of the event shape) of the observed coordinates k,
+        ``values`` their observed values, shape ``(|k|,)`` in the order of the coordinates. Each
+        component conditions in closed form — mean μ_u + Σ_uk Σ_kk⁻¹ (y − μ_k), covariance
+        Σ_uu − Σ_uk Σ_kk⁻¹ Σ_ku — and is reweighted by its evidence, w_k N(y; μ_k, Σ_kk)
+        (normalised). The result has event shape ``(|u|,)``: the target of inpainting and imputation.
+        """
+        mask = torch.as_tensor(known).reshape(-1)
+        if mask.dtype != torch.bool or mask.numel() != self.dim:
+            raise ValueError(
+                f"known must be a bool mask of {self.dim} coordinates, got {tuple(mask.shape)} {mask.dtype}"
+            )
+        count = int(mask.sum())
+        if not 0 < count < self.dim:
+            raise ValueError(f"known must observe some but not all of the {self.dim} coordinates, got {count}")
+        y = _as_f64("values", values).reshape(-1)
+        if y.numel() != count:
+            raise ValueError(f"values must hold the {count} known coordinates, got {y.numel()}")
+        k, u = mask.nonzero().reshape(-1), (~mask).nonzero().reshape(-1)
+        cov_kk = self.covariances[:, k][:, :, k]
+        cov_uk = self.covariances[:, u][:, :, k]
+        cov_uu = self.covariances[:, u][:, :, u]
+        chol = torch.linalg.cholesky(cov_kk)
+        residual = (y - self.means[:, k]).unsqueeze(-1)  # (K, |k|, 1)
+        gain = torch.cholesky_solve(cov_uk.transpose(-1, -2), chol).transpose(-1, -2)  # Σ_uk Σ_kk⁻¹
+        means = self.means[:, u] + (gain @ residual).squeeze(-1)
+        covariances = cov_uu - gain @ cov_uk.transpose(-1, -2)
+        whitened = torch.linalg.solve_triangular(chol, residual, upper=False).squeeze(-1)
+        log_evidence = (
+            -0.5 * (whitened**2).sum(-1)
+            - torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
+            - 0.5 * count * math.log(2 * math.pi)
+        )
+        weights = torch.softmax(self.weights.log() + log_evidence, dim=0)
+        keep = weights > 0  # components whose evidence underflows carry no mass
+        return GaussianMixture(weights[keep] / weights[keep].sum(), means[keep], covariances[keep])
+
     def classify(self, x: Tensor) -> Tensor:
         """Index of the component with the highest posterior responsibility under p_0, LongTensor ``(B,)``."""
         flat = self._flatten("x", x).detach()
