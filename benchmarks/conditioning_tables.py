@@ -50,8 +50,15 @@ def oracle_table(n: int = 8192) -> None:
     rows: list[tuple[str, Any, dict[str, Any], Any, GaussianMixture]] = [
         ("exact conditional score", sdekit.sample, {"method": "adaptive"}, None, exact),
         *[
-            (f"replacement, {m}", f, {"method": m, "steps": s}, Imputation(sde, y_full, known[None]), exact)
+            (
+                f"replacement, {m}",
+                f,
+                {"method": m} | ({"steps": s} if s else {}),
+                Imputation(sde, y_full, known[None]),
+                exact,
+            )
             for f, m, s in [
+                (sdekit.sample, "adaptive", None),
                 (sdekit.sample, "ancestral", 1000),
                 (sdekit.sample, "euler_maruyama", 1000),
                 (sdekit.sample, "dpmpp_2m_sde", 100),
@@ -170,6 +177,7 @@ def digits_inpainting_table(n: int = 512) -> None:
     print("| method | options | NFE | labels agree | RMSE redrawn | FD-digits | s |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, options, r, j in [
+        ("replacement, adaptive", {"method": "adaptive"}, 1, 1),
         ("replacement, ancestral", {"method": "ancestral", "steps": 1000}, 1, 1),
         ("replacement, dpmpp_2m_sde", {"method": "dpmpp_2m_sde", "steps": 100}, 1, 1),
         ("RePaint, ancestral", {"method": "ancestral", "steps": 100}, 5, 10),

@@ -1,7 +1,8 @@
 """State constraints of the solve loop: inpainting and imputation of known values.
 
-A constraint is applied by the fixed-grid samplers after every step (``project``, with the
-time the state is at and the sampler's generator) and to the output (``finish``), so known
+A constraint is applied by the fixed-grid samplers and the adaptive SDE solver (``method=
+"adaptive"``, at each sample's own time) after every step (``project``, with the time the
+state is at and the sampler's generator) and to the output (``finish``), so known
 parts of a sample are held where the data say they are. It is an argument of every sampler
 (``constraint=``), not a callback trick.
 
@@ -23,11 +24,14 @@ history belongs to the previous pass), so it runs at first order at the start of
 
 from __future__ import annotations
 
+import copy
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from sdekit.checks import batch_view
+from sdekit.per_sample import index_per_sample
 from sdekit.sde import SDE, LinearSDE
 
 __all__ = ["COLOR_BASIS", "Constraint", "Imputation", "couple", "decouple"]
@@ -64,7 +68,7 @@ class Constraint(Protocol):
 
     def check(self, x: Tensor, sde: SDE) -> None: ...
 
-    def project(self, x: Tensor, t: float, generator: torch.Generator | None) -> Tensor: ...
+    def project(self, x: Tensor, t: float | Tensor, generator: torch.Generator | None) -> Tensor: ...
 
     def finish(self, x: Tensor) -> Tensor: ...
 
@@ -168,12 +172,28 @@ class Imputation:
                     f"{name} of shape {tuple(value.shape)} does not broadcast to the samples' shape {tuple(x.shape)}"
                 )
 
-    def project(self, x: Tensor, t: float, generator: torch.Generator | None) -> Tensor:
-        """x with the known part replaced by α(t) y + σ(t) z, z a fresh standard normal draw from ``generator``."""
-        alpha, sigma = self.sde.kernel(torch.tensor([t], dtype=torch.float64))
+    def project(self, x: Tensor, t: float | Tensor, generator: torch.Generator | None) -> Tensor:
+        """x with the known part replaced by α(t) y + σ(t) z, z a fresh standard normal draw from ``generator``.
+
+        ``t`` is the time shared by the batch (a float) or each sample's own time, a tensor ``(B,)``
+        (the adaptive SDE solver's clocks).
+        """
         z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        known = float(alpha) * self.y.to(device=x.device, dtype=x.dtype) + float(sigma) * z
+        y = self.y.to(device=x.device, dtype=x.dtype)
+        if isinstance(t, Tensor):
+            alpha, sigma = self.sde.kernel(t.to(torch.float64).reshape(-1))
+            known = batch_view(alpha.to(x.device, x.dtype), x) * y + batch_view(sigma.to(x.device, x.dtype), x) * z
+        else:
+            alpha, sigma = self.sde.kernel(torch.tensor([t], dtype=torch.float64))
+            known = float(alpha) * y + float(sigma) * z
         return self._replace(x, known)
+
+    def select(self, rows: Tensor, batch_size: int) -> Imputation:
+        """This constraint on ``rows`` of the full batch: per-sample y and mask (first dimension B) follow them."""
+        view = copy.copy(self)
+        per_sample = index_per_sample({"y": self.y, "mask": self.mask}, rows, batch_size)
+        view.y, view.mask = per_sample["y"], per_sample["mask"]
+        return view
 
     def finish(self, x: Tensor) -> Tensor:
         """The output: exactly y on the mask."""

@@ -427,8 +427,15 @@ def _solve(
             raise TypeError(f"grid is not an option of method {label}: it chooses its own steps")
         if callback is not None and not method.takes_callback:
             raise TypeError(f"callback is not an option of method {label} (it does not report its steps)")
-        if inputs.constraint is not None:
-            raise TypeError(f"constraint is not an option of method {label} yet: use a fixed-grid method")
+        if inputs.constraint is not None and not method.takes_constraint:
+            raise TypeError(
+                f"constraint is not an option of method {label} yet: use a fixed-grid method or method='adaptive'"
+            )
+        if inputs.constraint is not None and int(getattr(inputs.constraint, "resample", 1)) > 1:
+            raise ValueError(
+                f"a constraint with resample > 1 (RePaint) needs a fixed grid of blocks; method {label} chooses its "
+                "own steps: use a fixed-grid method"
+            )
     setup = _prepare(
         sde,
         score,
@@ -452,6 +459,7 @@ def _solve(
         x, taken = _run_grid(stepper, setup, sde, progress=progress, callback=complete, constraint=constraint)
         info = SampleInfo(steps=taken, samples=x.shape[0])
     else:
+        extra = {"constraint": constraint} if constraint is not None else {}
         x, info = method.integrate(
             sde,
             setup.score,
@@ -461,6 +469,7 @@ def _solve(
             generator=setup.generator,
             progress=progress,
             callback=complete,
+            **extra,
         )
         _check_finite(x, setup.grid, 0)
     if inputs.denoise:

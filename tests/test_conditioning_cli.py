@@ -134,10 +134,17 @@ def test_bad_conditions_are_one_line_errors(tmp_path: Path, capsys, args: list[s
     assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_inpainting_with_an_adaptive_method_is_refused_at_the_call(tmp_path: Path, capsys) -> None:
-    code, _, err = run_cli(["sample", "--inpaint", "bottom", "--method", "adaptive", "--quiet", "-n", "2",
+def test_inpainting_with_an_adaptive_ode_method_is_refused_at_the_call(tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli(["sample", "--inpaint", "bottom", "--method", "dopri5", "--quiet", "-n", "2",
                             "--out", str(tmp_path / "x")], capsys)  # fmt: skip
-    assert code == 2 and "constraint is not an option of method 'adaptive'" in err
+    assert code == 2 and "constraint is not an option of method 'dopri5'" in err
+
+
+def test_inpainting_with_the_adaptive_sde_solver(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "adaptive"
+    code, stdout, _ = run_cli(["sample", "--inpaint", "top", "--method", "adaptive", "--quiet", "-n", "3",
+                               "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0 and "known pixels equal to the originals" in stdout
 
 
 def test_masks_name_the_redrawn_region() -> None:

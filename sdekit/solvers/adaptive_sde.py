@@ -211,6 +211,7 @@ def adaptive_sde_sample(
     generator: torch.Generator | None = None,
     progress: bool = False,
     callback: Callback | None = None,
+    constraint: Any = None,
 ) -> tuple[Tensor, SampleInfo]:
     """Integrate the reverse SDE from x at t = T down to ``eps`` with per-sample adaptive steps.
 
@@ -225,6 +226,8 @@ def adaptive_sde_sample(
     once per iteration with the active samples' ``x``, ``t``, next step ``h``, batch
     positions ``index``, ``accepted`` mask and the iteration ``i``. See the module
     docstring for choosing tolerances and for how rejected steps' noise is handled.
+    ``constraint`` (:class:`sdekit.constraints.Imputation`) projects x at T and each accepted
+    sample after its step, at that sample's own time; its per-sample values follow the active set.
 
     Raises ``FloatingPointError`` (naming the time) on a non-finite proposal or when a
     sample cannot meet the tolerance with a step above ``H_MIN_FRACTION · (T − eps)``,
@@ -233,7 +236,7 @@ def adaptive_sde_sample(
     control = _controller(sde, x, eps, rtol, atol, h_init, safety, exponent, norm, error_use_prev, extrapolate)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(dict) or None, got {type(callback).__name__}")
-    run = _AdaptiveRun(sde, score, x, control, min(h_init, sde.T - eps), generator)
+    run = _AdaptiveRun(sde, score, x, control, min(h_init, sde.T - eps), generator, constraint)
     run_loop(run, progress=progress, callback=callback, desc="adaptive SDE", unit="NFE")
     return run.out, SampleInfo(
         nfe=2 * run.iterations,
@@ -258,9 +261,13 @@ class _AdaptiveRun:
         control: _Controller,
         h_init: float,
         generator: torch.Generator | None,
+        constraint: Any = None,
     ) -> None:
         self.sde, self.score, self.batch, self.control, self.generator = sde, score, x.shape[0], control, generator
         self.rsde = reverse(sde, score)
+        self.constraint = self.full_constraint = constraint
+        if constraint is not None:  # the known part of the start is a draw at T
+            x = constraint.project(x, sde.T, generator)
         self.state = _start(x, sde.T, h_init)
         self.out = torch.empty_like(x)
         self.sample_steps, self.sample_rejected = (
@@ -283,6 +290,9 @@ class _AdaptiveRun:
                 f"iterations (the latest at t = {float(state.t.max()):.6g}); loosen rtol/atol"
             )
         accepted, error = _iterate(state, self.rsde, control, self.generator)
+        if self.constraint is not None:  # accepted samples are now at their new times
+            projected = self.constraint.project(state.x, state.t, self.generator)
+            state.x = torch.where(batch_mask(accepted, state.x), projected, state.x)
         self.iterations, self.evaluations = self.iterations + 1, self.evaluations + 2 * state.index.numel()
         # the state before this iteration's compaction
         self._payload = {
@@ -299,6 +309,8 @@ class _AdaptiveRun:
         state.noise.trim(int(status[-1]))
         if _compact(state, codes, self.out, self.sample_steps, self.sample_rejected) and state.index.numel():
             self.rsde = reverse(self.sde, select_rows(self.score, state.index, self.batch))  # per-sample state follows
+            if self.full_constraint is not None:
+                self.constraint = select_rows(self.full_constraint, state.index, self.batch)
         return 2
 
     def payload(self) -> dict[str, Any]:
@@ -403,8 +415,11 @@ class AdaptiveSDE(Integrator):
     """
 
     kind = "sde"
+    takes_constraint = True
     #: adaptive_sde_sample's step-control keywords and their defaults (one source for both).
-    defaults: ClassVar[dict[str, Any]] = keyword_defaults(adaptive_sde_sample, "generator", "progress", "callback")
+    defaults: ClassVar[dict[str, Any]] = keyword_defaults(
+        adaptive_sde_sample, "generator", "progress", "callback", "constraint"
+    )
 
     def check_options(self, options: dict[str, Any]) -> None:
         options.update(_checked_options(**options))
@@ -420,7 +435,16 @@ class AdaptiveSDE(Integrator):
         generator: torch.Generator | None,
         progress: bool,
         callback: Callback | None,
+        constraint: Any = None,
     ) -> tuple[Tensor, SampleInfo]:
         return adaptive_sde_sample(
-            sde, score, x, eps=eps, generator=generator, progress=progress, callback=callback, **self.options
+            sde,
+            score,
+            x,
+            eps=eps,
+            generator=generator,
+            progress=progress,
+            callback=callback,
+            constraint=constraint,
+            **self.options,
         )

@@ -125,6 +125,8 @@ class Integrator(Configurable, abc.ABC):
 
     #: Whether the sampler's ``steps`` mean something to the method (torchsde's dt) or not (adaptive).
     uses_steps: ClassVar[bool] = False
+    #: Whether the method applies a state constraint (``integrate(..., constraint=...)``) after its steps.
+    takes_constraint: ClassVar[bool] = False
 
     @abc.abstractmethod
     def integrate(
