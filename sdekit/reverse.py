@@ -42,6 +42,8 @@ __all__ = [
 
 #: ``score(x, t) -> Tensor``: x of shape (B, *event), t of shape (B,), output like x.
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
+"""The score contract: ``score(x, t)`` with ``x`` of shape ``(B, *event)`` and ``t`` of shape ``(B,)`` in the
+SDE's time units returns ≈ ∇ₓ log p_t(x), a tensor of ``x``'s shape, dtype and device."""
 
 
 def diffusion_divergence(sde: SDE, x: Tensor, t: Tensor) -> Tensor:

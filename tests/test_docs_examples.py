@@ -1,4 +1,4 @@
-"""The Python examples of the user guides run as written (each block in its own interpreter)."""
+"""The Python examples of the user guides and the README run as written (each block in its own interpreter)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
-#: Guides whose every ```python block is a complete program.
-GUIDES = ("guidance.md",)
+ROOT = Path(__file__).resolve().parents[1]
+#: Pages whose every ```python block is a complete program. (The fragments of adapters.md,
+#: likelihood.md and solvers.md use a network or data they do not define: not yet run.)
+GUIDES = ("docs/guidance.md", "docs/index.md", "README.md")
 BLOCK = re.compile(r"```python\n(?P<code>.*?)```", re.DOTALL)
 
 
 def blocks() -> list[tuple[str, int, str]]:
-    return [(name, i, m["code"]) for name in GUIDES for i, m in enumerate(BLOCK.finditer((DOCS / name).read_text()))]
+    return [(name, i, m["code"]) for name in GUIDES for i, m in enumerate(BLOCK.finditer((ROOT / name).read_text()))]
 
 
 def test_every_guide_has_examples() -> None:
