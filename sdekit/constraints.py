@@ -54,7 +54,11 @@ def decouple(x: Tensor, basis: Tensor = COLOR_BASIS) -> Tensor:
 
 
 def couple(u: Tensor, basis: Tensor = COLOR_BASIS) -> Tensor:
-    """The inverse of :func:`decouple` (the basis is orthonormal): x_k = Σ_c basis[c, k] u_c."""
+    """The inverse of :func:`decouple` (the basis is orthonormal): x_k = Σ_c basis[c, k] u_c.
+
+    ``u``: coordinates in the basis, shape ``(B, C, ...)``; returns ``(B, K, ...)`` (K = C for the square
+    colour basis).
+    """
     return torch.einsum("ck,bc...->bk...", basis.to(device=u.device, dtype=u.dtype), u)
 
 

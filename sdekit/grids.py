@@ -77,7 +77,12 @@ GRIDS: dict[str, Callable[[SDE, int, float], Tensor]] = {
 
 
 def make_grid(kind: str, sde: SDE, steps: int, eps: float) -> Tensor:
-    """A named grid (one of :data:`GRIDS`) with ``steps`` steps from T to ``eps``."""
+    """A named grid with ``steps`` steps from ``sde.T`` to ``eps``: ``steps + 1`` decreasing float64 times.
+
+    ``kind``: one of :data:`GRIDS` (``"uniform"``, ``"log_snr"``, ``"edm"``, ``"quadratic"``); ``sde``: the
+    forward SDE (the log-SNR and EDM grids need a :class:`~sdekit.sde.LinearSDE`); ``eps``: the last time,
+    in the SDE's time units.
+    """
     check_choice("grid", kind, GRIDS)
     check_positive_int("steps", steps)
     return GRIDS[kind](sde, steps, eps)

@@ -310,6 +310,8 @@ def uniform_dequantize(
     low = −1, data_range = 2). The result lies in [low, low + data_range) and its density
     converts to bits per dimension with :func:`bits_per_dim` and the same ``data_range``
     and ``bits``. Raises ``ValueError`` if x is not on that grid (wrong ``low``/``data_range``).
+
+    ``generator``: the ``torch.Generator`` of the uniform draws (default None: the global RNG).
     """
     bits = check_positive_int("bits", bits)
     data_range = check_positive("data_range", data_range)

@@ -110,8 +110,9 @@ class _Derived:
 class ReverseSDE(_Derived):
     """dx = [f − g² s] dt + g dw̄ from T to 0; also a torchsde SDE in s = T − t.
 
-    ``event_shape`` is needed only for torchsde, whose states are ``(B, D)``: it lets
-    the score see ``(B, *event_shape)``.
+    ``sde``: the forward SDE; ``score``: ``score(x, t)`` (:data:`ScoreFn`). ``event_shape`` is needed
+    only for torchsde, whose states are ``(B, D)``: it lets the score see ``(B, *event_shape)``.
+    Build it with :func:`reverse`.
     """
 
     noise_type = "diagonal"
@@ -139,7 +140,11 @@ class ReverseSDE(_Derived):
 
 
 class ProbabilityFlow(_Derived):
-    """dx/dt = f − ½ g² s; callable as ``flow(t, x)`` for torchdiffeq (t a scalar tensor)."""
+    """dx/dt = f − ½ g² s; callable as ``flow(t, x)`` for torchdiffeq (t a scalar tensor).
+
+    ``sde``: the forward SDE; ``score``: ``score(x, t)`` (:data:`ScoreFn`); ``event_shape``: as for
+    :class:`ReverseSDE` (unused by the flow's own methods). Build it with :func:`probability_flow`.
+    """
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         """f(x, t) − ½ g² s(x, t) (− ½∇·(GGᵀ) if state-dependent): dx/dt."""
@@ -157,7 +162,11 @@ class ProbabilityFlow(_Derived):
 
 
 def reverse(sde: SDE, score: ScoreFn, *, event_shape: tuple[int, ...] | None = None) -> ReverseSDE:
-    """The reverse-time SDE of ``sde`` driven by ``score``."""
+    """The reverse-time SDE of ``sde`` driven by ``score`` (a :class:`ReverseSDE`).
+
+    ``event_shape``: the shape of one sample, needed only to hand the SDE to ``torchsde.sdeint``
+    (which sees flat ``(B, D)`` states); default None.
+    """
     return ReverseSDE(sde, score, event_shape)
 
 

@@ -662,6 +662,12 @@ def pc_sample(
     a name from :mod:`sdekit.grids` or an explicit decreasing tensor of times (default: uniform
     in t). ``x_T`` replaces the prior draw.
 
+    ``sde`` is the forward SDE and ``score(x, t)`` its score (:data:`sdekit.ScoreFn`). ``shape`` is
+    ``(B, *event_shape)``, the batch first (or None with ``x_T``); ``eps`` the last time (default
+    1e-3 for VP-type SDEs, 1e-5 for VE), in the SDE's time units. ``generator`` (a
+    ``torch.Generator``, default None: the global RNG) makes every draw reproducible;
+    ``device`` and ``dtype`` (default float32) are the state's; ``progress=True`` shows a tqdm bar.
+
     ``t_start`` (SDEdit, image-to-image): ``x_T`` is a state at time ``t_start`` < T — an image
     noised to that level, e.g. ``α(t₀) x₀ + σ(t₀) z`` — and the sampler integrates from there:
     a named grid then has its ``steps`` steps on [eps, t_start], an adaptive method starts at
@@ -951,6 +957,8 @@ def ode_sample(
     sample. With ``t_eval`` (times from T down to eps) the result is the stack of raw
     states at those times, shape ``(len(t_eval), *x.shape)``, not denoised. The
     progress bar counts NFE; ``callback`` is for fixed-grid methods only.
+    See :func:`pc_sample` for the other arguments (``sde``, ``score``, ``denoise``, ``t_start``,
+    ``constraint``, ``device``, ``dtype``, ``return_info``, ``autocast``, ``compile``).
     """
     configured = ode_method(method, options)
     raw_path = isinstance(configured, AdaptiveODE) and configured.t_eval is not None

@@ -52,7 +52,8 @@ def time_checks(enabled: bool) -> Iterator[None]:
 
     Checking reads the times back to the host, which on a GPU is a synchronisation.
     Samplers validate their whole time grid once, then run their step loop with
-    ``time_checks(False)``; user code gets the check by default.
+    ``time_checks(False)``; user code gets the check by default. ``enabled``: whether the
+    methods check their times inside the block (restored on exit).
     """
     token = _CHECK_TIMES.set(enabled)
     try:
@@ -251,6 +252,9 @@ class VPSDE(LinearSDE):
     σ(t) = √(1 − α²). The defaults (0.1, 20) are the continuous form of the linear
     DDPM schedule with 1000 steps. For a network trained on a discrete schedule use
     :meth:`from_alphas_cumprod` or :meth:`from_betas`: it is exact at the trained levels.
+
+    ``beta_min``, ``beta_max``: β at t = 0 and t = T = 1, per unit time (default 0.1 and 20);
+    0 < beta_min < beta_max.
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
@@ -332,7 +336,11 @@ class VPSDE(LinearSDE):
 
 
 class SubVPSDE(VPSDE):
-    """Sub-VP SDE: the VP drift with g(t)² = β(t)(1 − α(t)⁴); std σ(t) = 1 − α(t)² (no square root)."""
+    """Sub-VP SDE: the VP drift with g(t)² = β(t)(1 − α(t)⁴); std σ(t) = 1 − α(t)² (no square root).
+
+    ``beta_min``, ``beta_max``: as for :class:`VPSDE` (default 0.1 and 20). Its σ is smaller than VP's
+    at every t, which gave the SDE paper its best likelihoods.
+    """
 
     def _std_from_log_mean(self, log_mean: Tensor) -> Tensor:
         """σ = 1 − α²."""
@@ -366,6 +374,9 @@ class VESDE(LinearSDE):
     The kernel std is σ(t) (so data at t = 0 carry σ_min of noise, as in NCSN);
     the prior is N(0, σ_max² I). Choose σ_max about the largest pairwise distance
     in the data set, σ_min below the data's resolution.
+
+    ``sigma_min``, ``sigma_max``: the noise std at t = 0 and t = T = 1, in the data's units
+    (default 0.01 and 50); 0 < sigma_min < sigma_max.
     """
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0) -> None:
@@ -406,6 +417,9 @@ class DiscreteVPSDE(VPSDE):
     t = 0), so σ(i/N) = √(1 − ᾱ_i) exactly and β(t) is piecewise constant,
     β = −N log(1 − β_i) on the i-th interval. A network trained at timestep index
     i (0-based, i = 0..N−1) saw the level of t = (i + 1)/N.
+
+    ``alphas_cumprod``: ᾱ_1..ᾱ_N, shape ``(N,)``, strictly decreasing in (0, 1) (a diffusers
+    scheduler's ``alphas_cumprod``); :meth:`from_betas` takes β_1..β_N instead.
     """
 
     def __init__(self, alphas_cumprod: Tensor) -> None:
@@ -486,7 +500,11 @@ class DiscreteVPSDE(VPSDE):
 
 
 def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
-    """DDPM's linear schedule β_1..β_N (Ho et al. 2020), float64."""
+    """DDPM's linear schedule β_1..β_N (Ho et al. 2020), float64, shape ``(num_timesteps,)``.
+
+    ``num_timesteps``: N (default 1000); ``beta_start``, ``beta_end``: β_1 and β_N (default 1e-4 and
+    0.02, the DDPM paper's), 0 < beta_start < beta_end < 1.
+    """
     check_positive_int("num_timesteps", num_timesteps)
     _check_range("beta_start", beta_start, "beta_end", beta_end)
     if beta_end >= 1:
@@ -497,7 +515,9 @@ def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: 
 def cosine_alphas_cumprod(num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     """The cosine schedule of improved DDPM (Nichol & Dhariwal 2021) as ᾱ_1..ᾱ_N, float64.
 
-    β_i is clipped at ``max_beta`` as in that paper, which keeps ᾱ_N > 0.
+    β_i is clipped at ``max_beta`` as in that paper, which keeps ᾱ_N > 0. ``num_timesteps``: N
+    (default 1000); ``s``: the offset that keeps β_1 from vanishing (default 0.008, the paper's).
+    Shape ``(num_timesteps,)``.
     """
     check_positive_int("num_timesteps", num_timesteps)
     steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps

@@ -131,3 +131,40 @@ def test_the_mathematics_is_rendered_in_a_browser(site: Path) -> None:
         text = re.sub(r"<[^>]+>", "", text)
         leftovers = re.findall(r"\$\$|\\\(|\\\[|\\(?:frac|mathrm|nabla|sqrt|alpha|sigma)\b", text)
         assert not leftovers, f"{page}: raw TeX on the rendered page: {leftovers[:5]}"
+
+
+def _parameters(obj: object) -> list[str]:
+    try:
+        signature = inspect.signature(obj)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _docs_of(obj: object) -> str:
+    """The object's docstring, with the docstrings of the public functions it refers to (``See :func:`x```)."""
+    text = inspect.getdoc(obj) or ""
+    if inspect.isclass(obj):
+        text += "\n" + (inspect.getdoc(obj.__init__) or "")  # type: ignore[misc]
+    module = importlib.import_module(obj.__module__)  # type: ignore[attr-defined]
+    for name in re.findall(r":func:`~?([\w.]+)`", text):
+        short = name.rpartition(".")[2]
+        target = getattr(module, short, None) or getattr(importlib.import_module("sdekit"), short, None)
+        if target is not None and target is not obj:
+            text += "\n" + (inspect.getdoc(target) or "")
+    return text
+
+
+def test_every_parameter_of_a_public_function_is_documented() -> None:
+    """Each argument of every public class and function is named in its docstring (where its unit,
+    shape and default are given), or in the docstring of the function it refers the reader to."""
+    gaps = {}
+    for name in public_names():
+        obj = resolve(name)
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue
+        text = _docs_of(obj)
+        missing = [p for p in _parameters(obj) if p != "self" and not re.search(rf"\b{p}\b", text)]
+        if missing:
+            gaps[name] = missing
+    assert not gaps, f"parameters not named in the docstring: {gaps}"

@@ -71,6 +71,9 @@ def from_alphas_cumprod(
     """``(sde, score)`` for an ε-network trained on ᾱ_1..ᾱ_N (strictly decreasing, in (0, 1)).
 
     For the iDDPM cosine schedule: ``from_alphas_cumprod(eps_model, sdekit.cosine_alphas_cumprod(1000))``.
+
+    ``alphas_cumprod``: ᾱ_1..ᾱ_N, shape ``(N,)``; ``time_label`` and ``model_kwargs``: as for
+    :class:`EpsilonScore` (default ``"index"``, the nearest trained timestep, and no extra arguments).
     """
     sde = sdekit.DiscreteVPSDE(alphas_cumprod)
     return sde, EpsilonScore(eps_model, sde, time_label=time_label, model_kwargs=model_kwargs)
@@ -86,6 +89,9 @@ def from_betas(
     """``(sde, score)`` for an ε-network trained on β_1..β_N, each in (0, 1).
 
     For DDPM's linear schedule: ``from_betas(eps_model, sdekit.linear_betas(1000, 1e-4, 0.02))``.
+
+    ``betas``: β_1..β_N, shape ``(N,)``; ``time_label`` and ``model_kwargs``: as for :class:`EpsilonScore`
+    (default ``"index"``, the nearest trained timestep, and no extra arguments).
     """
     sde = sdekit.DiscreteVPSDE.from_betas(betas)
     return sde, EpsilonScore(eps_model, sde, time_label=time_label, model_kwargs=model_kwargs)

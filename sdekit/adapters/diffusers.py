@@ -56,6 +56,9 @@ class UNetNetwork(torch.nn.Module):
     Unwraps diffusers' output object (``.sample``) or a tuple (first entry); with a learned
     variance (``variance_type`` "learned"/"learned_range", 2C output channels) keeps the
     first C channels, the mean prediction.
+
+    ``learned_variance``: whether the UNet outputs twice the image channels (default False); then only the
+    first half, the prediction, is kept.
     """
 
     def __init__(self, unet: Network, *, learned_variance: bool = False) -> None:

@@ -150,7 +150,12 @@ def from_sigmas(
     label: str = "index",
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[sdekit.VESDE, NCSNScore]:
-    """``(VESDE(σ_min=σ_L, σ_max=σ_1), score)`` for an NCSN network trained on ``sigmas`` (largest first)."""
+    """``(VESDE(σ_min=σ_L, σ_max=σ_1), score)`` for an NCSN network trained on ``sigmas`` (largest first).
+
+    ``model``: the network s(x, label); ``version``: 1 (the output is the score) or 2 (the output divided by σ
+    is); ``label``: ``"index"`` (the nearest level's index, default) or ``"sigma"`` (σ(t) itself);
+    ``model_kwargs``: extra keyword arguments of every call (default none).
+    """
     score = NCSNScore(model, sigmas, version=version, label=label, model_kwargs=model_kwargs)
     return score.sde, score
 
@@ -189,6 +194,9 @@ def annealed_langevin_sample(
     else the model's. ``callback`` gets ``{"x", "i", "sigma", "step"}`` after every move.
     Returns the samples, or ``(samples, sdekit.SampleInfo)`` with ``return_info=True``
     (``nfe`` = L·steps_each (+1 with denoise), ``grid`` = the level times).
+
+    ``version``, ``label``, ``model_kwargs``: as for :func:`from_sigmas`; ``dtype``: the state's dtype
+    (default float32).
     """
     steps_each = check_positive_int("steps_each", steps_each)
     step_lr = check_positive("step_lr", step_lr)

@@ -70,6 +70,9 @@ def sliced_wasserstein(
     of size n are ~1/√n apart, so compare against :func:`finite_sample_floors`, not 0.
     ``generator=None`` uses fixed directions, so values are reproducible. CPU sorting
     goes through numpy (≈10× faster than torch's sort for this shape).
+
+    ``x``, ``y``: sample sets ``(n, *event_shape)`` and ``(m, *event_shape)`` of one event shape; the result
+    is in the data's units.
     """
     projections = check_positive_int("projections", projections)
     xf, yf = _flat_samples("x", x), _flat_samples("y", y)
@@ -125,6 +128,8 @@ def mode_weight_tv(x: Tensor, mixture: GaussianMixture) -> float:
 
     In [0, 1]; catches dropped or over-weighted modes. Exact samples of size n give
     about Σ_k √(w_k(1 − w_k)/(2πn)) (the floor), not 0.
+
+    ``x``: samples ``(n, *event_shape)``; ``mixture``: the :class:`GaussianMixture` whose modes classify them.
     """
     return _tv(_mode_counts(x, mixture), mixture.weights)
 
@@ -145,6 +150,9 @@ def nll_gap(x: Tensor, mixture: GaussianMixture, *, entropy: float | None = None
     samples too concentrated (e.g. the last denoising step skipped or doubled) a negative one.
     Its floor for exact samples is ~ √(2/π)·sd(log p_0)/√n. ``entropy`` defaults to
     :meth:`GaussianMixture.entropy` (cached).
+
+    ``x``: samples ``(n, *event_shape)``; ``mixture``: the exact :class:`GaussianMixture`; ``entropy``: H(p_0)
+    if already known (default None: computed).
     """
     h = mixture.entropy()[0] if entropy is None else float(entropy)
     return -float(mixture.log_prob(x.detach()).to(_F64).mean()) - h
@@ -164,6 +172,10 @@ class Floors:
     A limit is the value that exact sets exceed with probability at most ``false_alarm / 3``
     (see :func:`finite_sample_floors` for how each is computed), so a sample set inside all three
     limits is statistically indistinguishable from exact samples at false-alarm rate ``false_alarm``.
+
+    Fields: ``n``, the floors ``sw1``, ``tv``, ``nll`` (the exact sets' mean: SW1 and TV in the data's units
+    and as a fraction, NLL in nats) and the limits ``sw1_limit``, ``tv_limit``, ``nll_limit`` (the NLL limit
+    is a bound on |gap|).
     """
 
     n: int
@@ -288,6 +300,11 @@ class QualityReport:
     :data:`FALSE_ALARM`, 0.1 %): each metric lies within the limit that exact sets exceed with
     probability ``false_alarm / 3``. The floors are the metrics' means on exact sets, for the ratios
     that :meth:`row` prints.
+
+    Fields: ``n`` (samples judged); ``sw1`` and ``sw1_floor`` (sliced W1 to the exact reference, data units),
+    ``tv`` and ``tv_floor`` (mode-weight TV, in [0, 1]), ``nll_gap`` and ``nll_floor`` (nats per sample),
+    ``entropy`` (H(p_0), nats), the limits ``sw1_limit``, ``tv_limit``, ``nll_limit``, and ``false_alarm``
+    (the rate they are set at, default :data:`FALSE_ALARM`).
     """
 
     n: int

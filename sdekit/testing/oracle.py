@@ -479,6 +479,9 @@ class ExactScore:
     value, as fixed-grid samplers pass it; see :func:`sdekit.checks.shared_time`), the
     per-component variances are computed once per call, not once per sample.
     It is differentiable in ``x`` (e.g. for exact-trace divergence by autograd).
+
+    ``mixture``: the :class:`GaussianMixture` at t = 0; ``sde``: the linear forward SDE (any
+    :class:`~sdekit.sde.LinearSDE`). Usually built by ``mixture.score(sde)``.
     """
 
     def __init__(self, mixture: GaussianMixture, sde: LinearSDE) -> None:
