@@ -56,7 +56,8 @@ def quality() -> None:
         gaps, sw1 = [], []
         for nfe in NFES:
             g = torch.Generator().manual_seed(1)
-            x = sampler(sde, score, (n, 16), method=method, steps=steps_of(nfe), generator=g)
+            x, info = sampler(sde, score, (n, 16), method=method, steps=steps_of(nfe), generator=g, return_info=True)
+            assert info.nfe == nfe, f"{label}: {steps_of(nfe)} steps made {info.nfe} score calls, not {nfe}"
             report = evaluate(x, mixture, generator=torch.Generator().manual_seed(2))
             gaps.append(report.nll_gap)
             sw1.append(report.sw1 / report.sw1_floor)
@@ -128,6 +129,7 @@ def trajectories() -> None:
 
 def digits() -> None:
     from sdekit.app.models import digits as model
+    from sdekit.app.models._plots import image_canvas
 
     sde, score = model.load()
     methods = ("ancestral", "dpmpp_2m_sde", "dpmpp_2m (ODE)", "heun (ODE)", "euler_maruyama")
@@ -139,12 +141,11 @@ def digits() -> None:
         for j, nfe in enumerate(nfes):
             with torch.no_grad():
                 g = torch.Generator().manual_seed(6)
-                x = sampler(sde, score, method=method, steps=steps_of(nfe), x_T=x_T.clone(), generator=g)
-            images = model.to_uint8(x).numpy()[:, 0]
-            canvas = np.full((4 * 9 + 1, 4 * 9 + 1), 0, dtype=np.uint8)
-            for k, image in enumerate(images):
-                r, c = divmod(k, 4)
-                canvas[1 + 9 * r : 9 + 9 * r, 1 + 9 * c : 9 + 9 * c] = image
+                x, info = sampler(
+                    sde, score, method=method, steps=steps_of(nfe), x_T=x_T.clone(), generator=g, return_info=True
+                )
+            assert info.nfe == nfe, f"{label}: {info.nfe} score calls, not {nfe}"
+            canvas = image_canvas(model.to_uint8(x).numpy(), columns=4, gap=0)[..., 0]
             ax = axes[i, j]
             ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
             ax.set_xticks([])

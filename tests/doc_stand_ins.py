@@ -40,17 +40,9 @@ images = torch.randint(0, 256, (8, 2), generator=g) / 255 * 2 - 1  # 8-bit level
 try:  # the diffusers section needs the diffusers extra
     import diffusers
 
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    ).eval()
+    from conftest import tiny_unet
+
+    unet = tiny_unet(sample_size=32, in_channels=3, out_channels=3)
     scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000)
 except ImportError:
     pass

@@ -9,6 +9,7 @@ installed), so there a missing tool fails instead of skipping.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
 import re
@@ -168,3 +169,22 @@ def test_every_parameter_of_a_public_function_is_documented() -> None:
         if missing:
             gaps[name] = missing
     assert not gaps, f"parameters not named in the docstring: {gaps}"
+
+
+def test_the_math_hook_converts_every_delimiter_and_drops_sphinx_roles() -> None:
+    """Fast and exact: the hook's own regexes, without building the site."""
+    _need("latex2mathml (the docs extra)", importlib.util.find_spec("latex2mathml") is not None)
+    spec = importlib.util.spec_from_file_location("mathml_hook", ROOT / "docs" / "hooks" / "mathml.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    page = (
+        '<p>a <span class="arithmatex">\\(\\alpha &lt; \\sigma\\)</span> b</p>'
+        "<div class=\"arithmatex\">\\[x_{t'} = \\frac{\\sigma(t')}{\\sigma(t)} x_t\\]</div>"
+        "<p>:func:<code>~sdekit.pc_sample</code> and :class:<code>VPSDE</code></p>"
+    )
+    out = hook.on_page_content(page)
+    assert out.count("<math") == 2 and 'display="block"' in out and 'display="inline"' in out
+    assert "<mo>&#x0003C;</mo>" in out  # the page's escaped "<" reached latex2mathml as "<", an operator
+    assert "\\(" not in out and "\\[" not in out and "arithmatex" not in out
+    assert "<code>sdekit.pc_sample</code>" in out and ":func:" not in out and ":class:" not in out

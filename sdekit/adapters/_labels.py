@@ -31,7 +31,8 @@ def index_times(indices: Tensor | list[int], num_timesteps: int) -> Tensor:
     ``timesteps``: ``grid=index_times(scheduler.timesteps, 1000)``.
 
     ``indices``: 0-based trained timesteps (any order, e.g. a scheduler's ``timesteps``); ``num_timesteps``:
-    N, the length of the training schedule. Returns the times (i + 1)/N, decreasing, float64.
+    N, the length of the training schedule. Returns the times (i + 1)/N in the order given (a scheduler's
+    descending timesteps give a decreasing grid), float64.
     """
     n = check_positive_int("num_timesteps", num_timesteps)
     i = torch.as_tensor(indices).detach().to("cpu", torch.float64)

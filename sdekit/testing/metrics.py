@@ -173,9 +173,9 @@ class Floors:
     (see :func:`finite_sample_floors` for how each is computed), so a sample set inside all three
     limits is statistically indistinguishable from exact samples at false-alarm rate ``false_alarm``.
 
-    Fields: ``n``, the floors ``sw1``, ``tv``, ``nll`` (the exact sets' mean: SW1 and TV in the data's units
-    and as a fraction, NLL in nats) and the limits ``sw1_limit``, ``tv_limit``, ``nll_limit`` (the NLL limit
-    is a bound on |gap|).
+    Fields: ``n``, the floors ``sw1``, ``tv``, ``nll`` (the exact sets' mean; for the NLL gap, of its absolute
+    value: SW1 in the data's units, TV a fraction, NLL in nats), the limits ``sw1_limit``, ``tv_limit``,
+    ``nll_limit`` (the NLL limit bounds |gap|) and ``false_alarm``.
     """
 
     n: int
@@ -304,7 +304,7 @@ class QualityReport:
     Fields: ``n`` (samples judged); ``sw1`` and ``sw1_floor`` (sliced W1 to the exact reference, data units),
     ``tv`` and ``tv_floor`` (mode-weight TV, in [0, 1]), ``nll_gap`` and ``nll_floor`` (nats per sample),
     ``entropy`` (H(p_0), nats), the limits ``sw1_limit``, ``tv_limit``, ``nll_limit``, and ``false_alarm``
-    (the rate they are set at, default :data:`FALSE_ALARM`).
+    (the rate the limits are set at; :func:`evaluate`'s default is :data:`FALSE_ALARM`).
     """
 
     n: int

@@ -6,7 +6,21 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["image_grid", "points_plot"]
+__all__ = ["image_canvas", "image_grid", "points_plot"]
+
+
+def image_canvas(images: np.ndarray, columns: int = 16, gap: int = 96) -> np.ndarray:
+    """uint8 images ``(n, C, H, W)`` tiled row by row into one ``(rows·(H+1)+1, columns·(W+1)+1, C)`` array,
+    with 1-pixel gaps of value ``gap``."""
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    canvas = np.full((rows * (h + 1) + 1, columns * (w + 1) + 1, c), gap, dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + col * (w + 1) : 1 + col * (w + 1) + w] = image.transpose(
+            1, 2, 0
+        )
+    return canvas
 
 
 def image_grid(images: np.ndarray, path: Path, columns: int = 16) -> None:
@@ -16,14 +30,8 @@ def image_grid(images: np.ndarray, path: Path, columns: int = 16) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n, c, h, w = images.shape
-    rows = -(-n // columns)
-    canvas = np.full((rows * (h + 1) + 1, columns * (w + 1) + 1, c), 96, dtype=np.uint8)
-    for i, image in enumerate(images):
-        r, col = divmod(i, columns)
-        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + col * (w + 1) : 1 + col * (w + 1) + w] = image.transpose(
-            1, 2, 0
-        )
+    canvas = image_canvas(images, columns)
+    c, h = images.shape[1], images.shape[2]
     scale = 8 if h <= 16 else 1
     big = canvas.repeat(scale, 0).repeat(scale, 1)
     plt.imsave(path, big[..., 0] if c == 1 else big, cmap="gray_r" if c == 1 else None, vmin=0, vmax=255, format="png")
