@@ -7,9 +7,16 @@ cosine DDPM schedules) rather than the defaults only.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import random
+import subprocess
+import sys
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,3 +233,85 @@ def tiny_unet(**overrides: object) -> torch.nn.Module:
         "norm_num_groups": 4,
     }
     return diffusers.UNet2DModel(**{**config, **overrides}).eval()
+
+
+# --- the command line -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What a user of ``python -m sdekit`` sees: the exit status and the two streams."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return self.stderr.strip().splitlines()
+
+
+#: The fixture ``sdekit_cli``: ``sdekit_cli(*args, env=None, cwd=None) -> CliResult``.
+Cli = Callable[..., CliResult]
+
+CLI_ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _in_process(monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], env: dict[str, str], cwd: Path | None):
+    """``sdekit.app.cli.main(args)`` in this process, as the subprocess would run it; global state restored after."""
+    from sdekit.app.cli import main
+
+    paths = [Path(p).resolve() for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    with monkeypatch.context() as patch:
+        for name, value in env.items():
+            if name != "PYTHONPATH":
+                patch.setenv(name, value)
+        patch.setenv("SDEKIT_KEEP_FREED_MEMORY", "0")  # the test process keeps glibc's defaults
+        for path in paths:
+            patch.syspath_prepend(str(path))
+        if cwd is not None:
+            patch.chdir(cwd)
+        before, threads = set(sys.modules), torch.get_num_threads()
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(list(args))
+                except SystemExit as exit_:  # argparse's usage errors
+                    code = exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            torch.set_num_threads(threads)
+            for name in set(sys.modules) - before:  # a user's model module must not leak into the next test
+                file = getattr(sys.modules[name], "__file__", None) or ""
+                if any(Path(file).resolve().is_relative_to(path) for path in paths):
+                    del sys.modules[name]
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def sdekit_subprocess(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> CliResult:
+    """``python -m sdekit ARGS`` in a real subprocess (``env`` added to this environment, ``PYTHONPATH`` prepended)."""
+    env = {**CLI_ENV, **(env or {})}
+    full = {**os.environ, **env}
+    if "PYTHONPATH" in env:
+        full["PYTHONPATH"] = os.pathsep.join(p for p in (env["PYTHONPATH"], os.environ.get("PYTHONPATH")) if p)
+    result = subprocess.run([sys.executable, "-m", "sdekit", *args], capture_output=True, text=True, env=full, cwd=cwd,
+                            timeout=600)  # fmt: skip
+    return CliResult(result.returncode, result.stdout, result.stderr)
+
+
+@pytest.fixture(params=["in-process", pytest.param("subprocess", marks=pytest.mark.slow)])
+def sdekit_cli(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """Run ``python -m sdekit ARGS`` and return a :class:`CliResult`.
+
+    Two ways, one test each: in this process (``sdekit.app.cli.main``, fast tier: what the command
+    decides and prints) and, in the slow tier, through a real subprocess (what a user sees, the
+    interpreter's own start-up and exit included). ``env`` adds variables to the environment
+    (``PYTHONPATH`` entries are prepended to the import path in process); ``cwd`` is the working folder.
+    """
+
+    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> CliResult:
+        if request.param == "in-process":
+            return _in_process(monkeypatch, args, {**CLI_ENV, **(env or {})}, cwd)
+        return sdekit_subprocess(*args, env=env, cwd=cwd)
+
+    return run

@@ -21,6 +21,7 @@ def test_design_has_the_four_extension_examples() -> None:
     assert set(examples()) == {"an SDE", "a fixed-step method with a parameter", "an embedded RK pair", "an adapter"}
 
 
+@pytest.mark.slow  # a fresh interpreter
 @pytest.mark.parametrize("name", sorted(examples()))
 def test_example_runs(name: str) -> None:
     result = subprocess.run([sys.executable, "-c", examples()[name]], capture_output=True, text=True, timeout=300)

@@ -309,7 +309,8 @@ def test_adaptive_ode_with_per_sample_guidance_equals_each_sample_drawn_alone(me
     """Samples finish at different times and leave the active set; their labels and scales must follow."""
     mixture, sde = mixture2d(), VPSDE()
     x_T = torch.randn(6, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
-    options = {"method": method, "rtol": 1e-3, "atol": 1e-3}  # loose: the property holds at any tolerance
+    tol = 3e-3 if method == "heun_euler" else 1e-3  # loose: the property holds at any tolerance
+    options = {"method": method, "rtol": tol, "atol": tol}
     together, info = sdekit.ode_sample(sde, _guides(mixture, sde)[guide], x_T=x_T, return_info=True, **options)
     assert info.nfe > 0
     for i in range(6):
@@ -321,11 +322,10 @@ def test_adaptive_ode_with_per_sample_guidance_equals_each_sample_drawn_alone(me
 def test_likelihood_with_per_sample_guidance_equals_each_sample_alone(guide):
     mixture, sde = mixture2d(), VPSDE()
     data = mixture.sample(6, generator=torch.Generator().manual_seed(5), dtype=F64)
-    together = sdekit.log_likelihood(sde, _guides(mixture, sde)[guide], data, divergence="exact")
+    options = {"divergence": "exact", "rtol": 1e-3, "atol": 1e-3}  # the property holds at any tolerance
+    together = sdekit.log_likelihood(sde, _guides(mixture, sde)[guide], data, **options)
     for i in range(6):
-        alone = sdekit.log_likelihood(
-            sde, _guides(mixture, sde, slice(i, i + 1))[guide], data[i : i + 1], divergence="exact"
-        )
+        alone = sdekit.log_likelihood(sde, _guides(mixture, sde, slice(i, i + 1))[guide], data[i : i + 1], **options)
         torch.testing.assert_close(together[i : i + 1], alone, rtol=1e-9, atol=1e-9)
 
 

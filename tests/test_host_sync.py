@@ -389,8 +389,8 @@ def test_adaptive_sde_reads_back_once_per_iteration(sde_name):
 
 # --- adaptive ODE solvers: a check point every <= sync_every iterations, at most one per iteration ------------------
 
-#: Tolerances giving enough iterations (10-80) for the check-point schedule to show, in well under a second each.
-ODE_TOL = {"dopri5": 1e-5, "bosh3": 1e-4}
+#: Tolerances giving enough iterations (10-150) for the check-point schedule to show, in well under a second each.
+ODE_TOL = {"dopri5": 1e-5, "bosh3": 1e-4, "heun_euler": 3e-3}  # heun_euler at 1e-4: 1520 NFE on VE
 
 
 def run_adaptive_ode(sde: Any, method: str, sync_every: int | None, score: Any, device: str) -> tuple[Tensor, Any]:

@@ -5,9 +5,6 @@ Each case: a fault a user can make, and the one-line error (or correct behaviour
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +25,7 @@ from sdekit import (
 )
 from sdekit.app.cli import main
 
-from conftest import gaussian_score
+from conftest import Cli, gaussian_score
 
 
 class Changing:
@@ -106,14 +103,11 @@ def model():
 """
 
 
-def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path: Path) -> None:
+def test_ctrl_c_is_one_line_and_exit_status_130(sdekit_cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "interrupting.py").write_text(INTERRUPTING_MODEL)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     args = ["sample", "--model", "interrupting:model", "--shape", "2", "--method", "ancestral", "--steps", "20",
             "--num-samples", "8", "--quiet", "--no-eval", "--out", str(tmp_path / "run")]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "sdekit", *args], capture_output=True, text=True, env=env, timeout=120
-    )
+    result = sdekit_cli(*args, env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 130, result.stderr
     assert result.stderr.strip().splitlines() == ["sdekit: interrupted; rerun the same command to resume"]
 
@@ -244,7 +238,7 @@ def test_a_likelihood_score_without_a_gradient_path_is_refused(divergence: str) 
                        generator=torch.Generator().manual_seed(0))  # fmt: skip
 
 
-@pytest.mark.parametrize("method", ["euler", "milstein", "srk"])
+@pytest.mark.parametrize("method", ["euler", "milstein", pytest.param("srk", marks=pytest.mark.slow)])  # srk: 2.5 s
 def test_torchsde_in_bfloat16_finishes_at_the_default_steps(method: str) -> None:
     """In bfloat16, t + 0.001 rounds back to t near t = 0.5: time must be kept in float64, or sdeint never ends."""
     per_step = {"euler": 1, "milstein": 1, "srk": 10}[method]

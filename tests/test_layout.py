@@ -73,6 +73,7 @@ def _python(site: Path, code: str, *args: str) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_clash_gives_a_clear_error_and_sdekit_keeps_working(tmp_path: Path) -> None:
     site = _site_with_clash(tmp_path)
     shadowed = _python(site, "import adapters; print(adapters.__version__)")
@@ -101,6 +102,7 @@ def test_clash_main_job_model_still_samples(tmp_path: Path) -> None:
     assert (out / "samples.npz").is_file() and (out / "run.json").is_file(), sorted(p.name for p in out.iterdir())
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_after_the_other_distribution_is_uninstalled_the_short_name_works(tmp_path: Path) -> None:
     site = _site_with_clash(tmp_path, uninstalled=True)
     back = _python(site, "import adapters, sdekit.adapters.ddpm; from adapters import ddpm; "
@@ -121,6 +123,7 @@ def test_clash_message_names_the_owner(monkeypatch: pytest.MonkeyPatch) -> None:
         _toplevel.reexport("adapters.ncsn")
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_core_imports_without_the_application_or_top_level_adapters() -> None:
     code = (
         "import sys, sdekit, sdekit.sampling, sdekit.likelihood, sdekit.losses, sdekit.testing, sdekit.adapters.ddpm\n"
@@ -155,6 +158,7 @@ def test_every_sampler_runs_with_only_the_core_dependencies() -> None:
     assert result.stdout.strip() == f"{len(__import__('test_golden').cases())} []"
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_command_without_the_application_extra_is_one_clear_line() -> None:
     code = BLOCK_APPLICATION_DEPENDENCIES + "from sdekit.app.cli import main\nsys.exit(main(['info']))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -303,6 +303,7 @@ def test_exact_samples_are_at_floor(oracle: GaussianMixture) -> None:
     assert evaluate(x, oracle, generator=gen(23)) == report  # deterministic
 
 
+@pytest.mark.slow  # ~2.5 s: fresh calibrations
 def test_floors_account_for_overlap_and_gaussians(small: GaussianMixture) -> None:
     # Overlapping modes: some exact samples are misclassified, which the TV floor includes.
     x = small.sample(8192, generator=gen(29))
@@ -348,6 +349,7 @@ def test_floors_are_sane(oracle: GaussianMixture) -> None:
     assert 1.7 < quarter.tv / floors.tv < 2.3
 
 
+@pytest.mark.slow  # ~2.5 s: fresh calibrations
 def test_limits_are_the_exact_sample_quantiles(oracle: GaussianMixture) -> None:
     """Each limit is the 1 − α/3 point of its metric under exact sampling (α = FALSE_ALARM)."""
     floors = finite_sample_floors(oracle, N_EVAL)
@@ -379,6 +381,7 @@ def test_sw1_limit_is_the_tolerance_bound_of_its_calibration_pairs() -> None:
     assert floors.sw1 < floors.sw1_limit and floors.tv < floors.tv_limit
 
 
+@pytest.mark.slow  # ~2.5 s: fresh calibrations
 def test_exact_sets_pass_at_every_seed_and_a_biased_one_is_named() -> None:
     """Twenty exact 2-D sets (fixed seeds) all pass; each shifted by 0.1 fails, and SW1 is named."""
     mixture = GaussianMixture.random(dim=2, modes=8, generator=gen(0))

@@ -1,8 +1,9 @@
 """Run folders that cannot lie, and CLI faults that get one line (the hostile-input issue's battery).
 
-CLI cases run through a real ``python -m sdekit`` subprocess: the exit status and the exact
-stderr are what a user sees. Each case asserts one line, the status (2 for the user's mistakes,
-1 for the machine's faults) and that nothing finished was lost.
+CLI cases run twice (conftest's ``sdekit_cli``): in process for the fast tier and through a real
+``python -m sdekit`` subprocess in the slow tier, whose exit status and exact stderr are what a user
+sees. Each case asserts one line, the status (2 for the user's mistakes, 1 for the machine's faults) and that
+nothing finished was lost.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +20,15 @@ import torch
 from sdekit.app import run
 from sdekit.app.cli import _parser, main
 
+from conftest import Cli, CliResult
+
 GMM = ["--model", "gmm2d", "--method", "euler_maruyama", "--steps", "10", "--quiet", "--no-eval"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
-    """Run ``python -m sdekit ARGS``; its exit status and the lines of its stderr."""
-    result = subprocess.run(
-        [sys.executable, "-m", "sdekit", *args], capture_output=True, text=True, env=env or ENV, timeout=300
-    )
-    return result.returncode, result.stderr.strip().splitlines()
-
-
-def one_line(code: int, err: list[str], status: int, message: str) -> None:
-    assert code == status and len(err) == 1 and err[0].startswith("sdekit: error: ") and message in err[0], (code, err)
+def one_line(result: CliResult, status: int, message: str) -> None:
+    err = result.err_lines
+    assert result.returncode == status and len(err) == 1, (result.returncode, err)
+    assert err[0].startswith("sdekit: error: ") and message in err[0], err
 
 
 def snapshot(out: Path) -> dict[str, bytes]:
@@ -51,15 +44,15 @@ def finished(tmp_path: Path) -> Path:
     return out
 
 
-def test_a_second_process_on_a_folder_is_refused_naming_the_holder(finished: Path) -> None:
+def test_a_second_process_on_a_folder_is_refused_naming_the_holder(sdekit_cli: Cli, finished: Path) -> None:
     before = snapshot(finished)
     with open(finished / run.LOCK_FILE, "r+") as f:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         f.truncate(0)
         f.write("sdekit pid 4242 on somehost\n")
         f.flush()
-        code, err = cli("sample", *GMM, "-n", "40", "--chunk", "16", "--seed", "1", "--out", str(finished))
-    one_line(code, err, 2, "is in use by sdekit pid 4242 on somehost; wait for it to finish, or choose another --out")
+        result = sdekit_cli("sample", *GMM, "-n", "40", "--chunk", "16", "--seed", "1", "--out", str(finished))
+    one_line(result, 2, "is in use by sdekit pid 4242 on somehost; wait for it to finish, or choose another --out")
     assert snapshot(finished) == before
 
 
@@ -73,34 +66,34 @@ def test_debris_of_a_killed_run_is_removed_by_the_next(finished: Path) -> None:
     assert (finished / run.SAMPLES_FILE).read_bytes() == npz
 
 
-def test_chunks_without_run_json_are_refused_not_overwritten(finished: Path) -> None:
+def test_chunks_without_run_json_are_refused_not_overwritten(sdekit_cli: Cli, finished: Path) -> None:
     (finished / run.CONFIG_FILE).unlink()
     before = snapshot(finished)
-    code, err = cli("sample", *GMM, "-n", "40", "--chunk", "16", "--seed", "3", "--out", str(finished))
-    one_line(code, err, 2, "holds chunks or samples but no run.json")
+    result = sdekit_cli("sample", *GMM, "-n", "40", "--chunk", "16", "--seed", "3", "--out", str(finished))
+    one_line(result, 2, "holds chunks or samples but no run.json")
     assert snapshot(finished) == before
 
 
-def test_samples_of_another_configuration_cannot_pass_as_this_one(finished: Path) -> None:
+def test_samples_of_another_configuration_cannot_pass_as_this_one(sdekit_cli: Cli, finished: Path) -> None:
     """The battery's case: delete chunks/, rerun with another configuration; then forge run.json by hand."""
     for path in (finished / "chunks").iterdir():
         path.unlink()
-    code, err = cli("sample", *GMM, "-n", "40", "--chunk", "16", "--seed", "1", "--out", str(finished))
-    one_line(code, err, 2, "holds a run with a different configuration (seed: 0 there, 1 now)")
+    result = sdekit_cli("sample", *GMM, "-n", "40", "--chunk", "16", "--seed", "1", "--out", str(finished))
+    one_line(result, 2, "holds a run with a different configuration (seed: 0 there, 1 now)")
     stored = json.loads((finished / run.CONFIG_FILE).read_text())
     (finished / run.CONFIG_FILE).write_text(json.dumps({**stored, "seed": 1}))
-    code, err = cli("eval", str(finished))
-    one_line(code, err, 2, "was written by a run with another configuration than run.json says")
+    result = sdekit_cli("eval", str(finished))
+    one_line(result, 2, "was written by a run with another configuration than run.json says")
 
 
-def test_samples_not_made_from_the_chunks_present_are_refused(finished: Path, tmp_path: Path) -> None:
+def test_samples_not_made_from_the_chunks_present_are_refused(sdekit_cli: Cli, finished: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     assert main(["sample", *GMM, "-n", "40", "--chunk", "16", "--steps", "11", "--out", str(other)]) == 0
     # same configuration digest, but chunks recomputed differently would not match: swap in foreign chunk 0
     config = run.read_config(finished / run.CONFIG_FILE)
     run.save_chunk(finished, config, 0, torch.zeros(16, 2))
-    code, err = cli("eval", str(finished))
-    one_line(code, err, 2, "does not hold the chunks in")
+    result = sdekit_cli("eval", str(finished))
+    one_line(result, 2, "does not hold the chunks in")
 
 
 @pytest.mark.parametrize(
@@ -116,21 +109,20 @@ def test_samples_not_made_from_the_chunks_present_are_refused(finished: Path, tm
     ],
     ids=["run.json-list", "run.json-not-json", "run.json-missing-keys", "truncated-npz", "foreign-npz"],
 )  # fmt: skip
-def test_eval_faults_are_one_line(finished: Path, tamper, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_eval_faults_are_one_line(sdekit_cli: Cli, finished: Path, tamper, message: str) -> None:  # type: ignore[no-untyped-def]
     tamper(finished)
-    code, err = cli("eval", str(finished))
-    one_line(code, err, 2, message)
+    result = sdekit_cli("eval", str(finished))
+    one_line(result, 2, message)
 
 
-def test_a_json_list_as_run_json_is_one_line_for_sample_too(finished: Path) -> None:
+def test_a_json_list_as_run_json_is_one_line_for_sample_too(sdekit_cli: Cli, finished: Path) -> None:
     (finished / run.CONFIG_FILE).write_text("[]")
-    code, err = cli("sample", *GMM, "-n", "40", "--chunk", "16", "--out", str(finished))
-    one_line(code, err, 2, "holds a JSON list, not a run configuration")
+    result = sdekit_cli("sample", *GMM, "-n", "40", "--chunk", "16", "--out", str(finished))
+    one_line(result, 2, "holds a JSON list, not a run configuration")
 
 
-def test_eval_of_a_good_run_prints_its_figures(finished: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "sdekit", "eval", str(finished)], capture_output=True, text=True,
-                            env=ENV, timeout=300)  # fmt: skip
+def test_eval_of_a_good_run_prints_its_figures(sdekit_cli: Cli, finished: Path) -> None:
+    result = sdekit_cli("eval", str(finished))
     assert result.returncode == 0 and "SW1" in result.stdout, result.stderr
 
 
@@ -158,27 +150,27 @@ BAD_MODELS = {
     ids=["syntax-error", "wrong-shape-score", "device-meta", "device-mps", "float16-dopri5", "num-beyond-disk",
          "steps-beyond-memory"],
 )  # fmt: skip
-def test_cli_faults_are_one_line(args: list[str], status: int, message: str, tmp_path: Path) -> None:
+def test_cli_faults_are_one_line(sdekit_cli: Cli, args: list[str], status: int, message: str, tmp_path: Path) -> None:
     if "mps" in args and torch.backends.mps.is_available():
         pytest.skip("this machine has MPS")
     for name, text in BAD_MODELS.items():
         (tmp_path / name).write_text(text)
-    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env = {"PYTHONPATH": str(tmp_path)}
     out = tmp_path / "out"
-    code, err = cli("sample", "-n", "8", "--quiet", "--no-eval", *args, "--out", str(out), env=env)
-    one_line(code, err, status, message)
+    result = sdekit_cli("sample", "-n", "8", "--quiet", "--no-eval", *args, "--out", str(out), env=env)
+    one_line(result, status, message)
     assert not (out / "chunks").exists() or not any((out / "chunks").iterdir())
 
 
-def test_weights_of_another_architecture_are_one_line(tmp_path: Path) -> None:
+def test_weights_of_another_architecture_are_one_line(sdekit_cli: Cli, tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     from sdekit.app.models.digits import DigitClassifier
 
     path = tmp_path / "classifier.safetensors"
     save_file(DigitClassifier().state_dict(), str(path))
-    code, err = cli("sample", "--model", "digits", "-n", "2", "--weights", str(path), "--out", str(tmp_path / "o"))
-    one_line(code, err, 2, "holds weights of another architecture than DigitsUNet")
+    result = sdekit_cli("sample", "--model", "digits", "-n", "2", "--weights", str(path), "--out", str(tmp_path / "o"))
+    one_line(result, 2, "holds weights of another architecture than DigitsUNet")
 
 
 def test_a_full_disk_is_exit_1_and_loses_nothing(

@@ -1,9 +1,10 @@
 """Training recipes (every loss on a continuous-time score) and the ``sdekit train`` command.
 
 The slow test trains the 2-D MLP by multi-level sliced score matching and samples it with NCSN's
-annealed Langevin dynamics and with the reverse SDE. The command tests run ``python -m sdekit
-train`` in subprocesses: exit status, one-line errors, and a SIGKILL mid-run whose resume ends
-with the same weights, bit for bit, as an uninterrupted run.
+annealed Langevin dynamics and with the reverse SDE. The command tests run ``sdekit train``
+through conftest's ``sdekit_cli`` (in process for the fast tier, and in a subprocess in the slow
+tier): exit status, one-line errors; and a SIGKILL mid-run (slow) whose resume ends with the same
+weights, bit for bit, as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from sdekit.app.train import (
 )
 from sdekit.sde import VESDE, DiscreteVPSDE
 from sdekit.testing import GaussianMixture, mode_weight_tv
+
+from conftest import Cli, CliResult, sdekit_subprocess
 
 
 def g(seed: int) -> torch.Generator:
@@ -174,22 +177,21 @@ def test_sliced_score_matching_learns_the_mixture():
 # --- the command ------------------------------------------------------------------------------------------------
 
 
-def sdekit_train(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sdekit", "train", "--quiet", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)  # fmt: skip
+def train(cli: Cli, *args: str, cwd: Path) -> CliResult:
+    return cli("train", "--quiet", *args, cwd=cwd)
 
 
 FAST = ["--loss", "ssm", "--batch-size", "64", "--levels", "8"]
 
 
-def test_train_command_trains_samples_and_evaluates(tmp_path):
-    result = sdekit_train(*FAST, "--train-steps", "60", "-n", "256", "--steps", "50", "--out", "a", cwd=tmp_path)
+def test_train_command_trains_samples_and_evaluates(sdekit_cli, tmp_path):
+    result = train(sdekit_cli, *FAST, "--train-steps", "60", "-n", "256", "--steps", "50", "--out", "a", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "trained gmm2d with 'ssm'" in result.stdout and "TV" in result.stdout
     assert sorted(p.name for p in (tmp_path / "a").iterdir() if not p.name.startswith(".")) == [
         "checkpoint.safetensors", "samples.npz", "train.json",
     ]  # fmt: skip
-    again = sdekit_train(*FAST, "--train-steps", "60", "-n", "256", "--steps", "50", "--out", "a", cwd=tmp_path)
+    again = train(sdekit_cli, *FAST, "--train-steps", "60", "-n", "256", "--steps", "50", "--out", "a", cwd=tmp_path)
     assert again.returncode == 0 and "60 steps\n" in again.stdout  # finished: nothing trained again
 
 
@@ -206,20 +208,20 @@ def test_train_command_trains_samples_and_evaluates(tmp_path):
         (["--method", "nope"], "unknown method 'nope'; valid: adaptive"),
     ],
 )
-def test_train_command_bad_input_is_one_line(tmp_path, args, words):
-    result = sdekit_train(*args, "--out", "x", cwd=tmp_path)
+def test_train_command_bad_input_is_one_line(sdekit_cli, tmp_path, args, words):
+    result = train(sdekit_cli, *args, "--out", "x", cwd=tmp_path)
     assert result.returncode == 2
     assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_train_command_refuses_a_folder_with_other_settings(tmp_path):
-    assert sdekit_train(*FAST, "--train-steps", "5", "-n", "0", "--out", "a", cwd=tmp_path).returncode == 0
-    result = sdekit_train(*FAST, "--train-steps", "5", "-n", "0", "--lr", "1e-3", "--out", "a", cwd=tmp_path)
+def test_train_command_refuses_a_folder_with_other_settings(sdekit_cli, tmp_path):
+    assert train(sdekit_cli, *FAST, "--train-steps", "5", "-n", "0", "--out", "a", cwd=tmp_path).returncode == 0
+    result = train(sdekit_cli, *FAST, "--train-steps", "5", "-n", "0", "--lr", "1e-3", "--out", "a", cwd=tmp_path)
     assert result.returncode == 2 and "holds a training run with other settings (lr)" in result.stderr
-    resample = sdekit_train(*FAST, "--train-steps", "5", "-n", "16", "--steps", "10", "--out", "a", cwd=tmp_path)
+    resample = train(sdekit_cli, *FAST, "--train-steps", "5", "-n", "16", "--steps", "10", "--out", "a", cwd=tmp_path)
     assert resample.returncode == 0 and "samples:" in resample.stdout  # sampling options may change
-    no_levels = sdekit_train("--loss", "dsm", "--sigma-min", "30", "--levels", "1", "--train-steps", "2", "-n", "0",
-                             "--out", "b", cwd=tmp_path)  # fmt: skip
+    no_levels = train(sdekit_cli, "--loss", "dsm", "--sigma-min", "30", "--levels", "1", "--train-steps", "2",
+                      "-n", "0", "--out", "b", cwd=tmp_path)  # fmt: skip
     assert no_levels.returncode == 0, no_levels.stderr  # level options do not apply to dsm
 
 
@@ -231,9 +233,10 @@ def _step(path: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_train_resumed_after_sigkill_ends_with_the_same_weights(tmp_path):
     args = [*FAST, "--train-steps", "1500", "--checkpoint-every", "25", "-n", "0"]
-    reference = sdekit_train(*args, "--out", "reference", cwd=tmp_path)
+    reference = train(sdekit_subprocess, *args, "--out", "reference", cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr
     command = [sys.executable, "-m", "sdekit", "train", "--quiet", *args, "--out", "killed"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -245,7 +248,7 @@ def test_train_resumed_after_sigkill_ends_with_the_same_weights(tmp_path):
     process.wait()
     killed_at = _step(checkpoint)
     assert 300 <= killed_at < 1500, f"the run was not killed mid-way (checkpoint at step {killed_at})"
-    resumed = sdekit_train(*args, "--out", "killed", cwd=tmp_path)
+    resumed = train(sdekit_subprocess, *args, "--out", "killed", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"1500 steps, {1500 - killed_at} in this run" in resumed.stdout
     mine, theirs = load_file(str(checkpoint)), load_file(str(tmp_path / "reference" / "checkpoint.safetensors"))
@@ -253,8 +256,8 @@ def test_train_resumed_after_sigkill_ends_with_the_same_weights(tmp_path):
     assert all(torch.equal(mine[key], theirs[key]) for key in theirs)
 
 
-def test_train_command_on_digits_runs(tmp_path):
-    result = sdekit_train("--data", "digits", "--loss", "ddpm", "--train-steps", "2", "--batch-size", "8", "-n", "0",
-                          "--out", "d", cwd=tmp_path)  # fmt: skip
+def test_train_command_on_digits_runs(sdekit_cli, tmp_path):
+    result = train(sdekit_cli, "--data", "digits", "--loss", "ddpm", "--train-steps", "2", "--batch-size", "8",
+                   "-n", "0", "--out", "d", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "trained digits with 'ddpm'" in result.stdout
