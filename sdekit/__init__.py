@@ -11,6 +11,7 @@ from sdekit.grids import make_grid
 from sdekit.guidance import ClassifierFreeGuidance, ClassifierGuidance, PosteriorSampling
 from sdekit.likelihood import LikelihoodInfo, bits_per_dim, log_likelihood, uniform_dequantize
 from sdekit.losses import ddpm_loss, dsm_loss, smld_loss
+from sdekit.per_sample import SampleGenerators
 from sdekit.reverse import ProbabilityFlow, ReverseSDE, ScoreFn, probability_flow, reverse
 from sdekit.sampling import SampleInfo, ode_sample, pc_sample, sample
 from sdekit.score_matching import esm_loss, ism_loss, ssm_loss
@@ -46,6 +47,7 @@ __all__ = [
     "probability_flow",
     "make_grid",
     "SampleInfo",
+    "SampleGenerators",
     "pc_sample",
     "sample",
     "ode_sample",

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from sdekit.checks import batch_view
-from sdekit.per_sample import index_per_sample
+from sdekit.per_sample import Generators, index_per_sample, randn_like
 from sdekit.sde import SDE, LinearSDE
 
 __all__ = ["COLOR_BASIS", "Constraint", "Imputation", "couple", "decouple"]
@@ -72,7 +72,7 @@ class Constraint(Protocol):
 
     def check(self, x: Tensor, sde: SDE) -> None: ...
 
-    def project(self, x: Tensor, t: float | Tensor, generator: torch.Generator | None) -> Tensor: ...
+    def project(self, x: Tensor, t: float | Tensor, generator: Generators | None) -> Tensor: ...
 
     def finish(self, x: Tensor) -> Tensor: ...
 
@@ -176,13 +176,13 @@ class Imputation:
                     f"{name} of shape {tuple(value.shape)} does not broadcast to the samples' shape {tuple(x.shape)}"
                 )
 
-    def project(self, x: Tensor, t: float | Tensor, generator: torch.Generator | None) -> Tensor:
+    def project(self, x: Tensor, t: float | Tensor, generator: Generators | None) -> Tensor:
         """x with the known part replaced by α(t) y + σ(t) z, z a fresh standard normal draw from ``generator``.
 
         ``t`` is the time shared by the batch (a float) or each sample's own time, a tensor ``(B,)``
         (the adaptive SDE solver's clocks).
         """
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        z = randn_like(x, generator)
         y = self.y.to(device=x.device, dtype=x.dtype)
         if isinstance(t, Tensor):
             alpha, sigma = self.sde.kernel(t.to(torch.float64).reshape(-1))

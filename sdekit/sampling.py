@@ -40,13 +40,13 @@ from torch import Tensor
 from sdekit.checks import (
     batch_view,
     check_fits,
-    check_generator,
     check_open_interval,
     check_positive_int,
     check_shape,
 )
 from sdekit.constraints import Constraint
 from sdekit.grids import check_grid, make_grid
+from sdekit.per_sample import GeneratorLike, Generators, SampleGenerators, as_generators, randn_like
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE, time_checks
 from sdekit.solvers import (
@@ -90,7 +90,7 @@ class _Inputs:
     """The arguments every sampler takes about its start, noise, device and score, passed through as given."""
 
     x_T: Tensor | None  # noqa: N815 (the public argument's name)
-    generator: torch.Generator | None
+    generator: GeneratorLike
     device: torch.device | str | None
     dtype: torch.dtype
     autocast: torch.dtype | None
@@ -106,7 +106,7 @@ class _Setup:
     grid: Tensor  # float64, CPU
     score: CountedScore
     eps: float
-    generator: torch.Generator | None
+    generator: Generators | None
 
 
 def _prepare(
@@ -126,7 +126,8 @@ def _prepare(
         raise TypeError(
             f"denoise=True needs a LinearSDE (Gaussian kernel); pass denoise=False for {type(sde).__name__}"
         )
-    check_generator("generator", inputs.generator)
+    seeds_device = inputs.x_T.device if isinstance(inputs.x_T, Tensor) and inputs.device is None else None
+    generator = as_generators("generator", inputs.generator, device=seeds_device or _device(score, inputs.device))
     counted = CountedScore(score, autocast=inputs.autocast, compile=inputs.compile)
     if grid is None:
         grid = "uniform"
@@ -138,8 +139,8 @@ def _prepare(
         if eps is not None and abs(float(times[-1]) - eps) > 1e-12:
             raise ValueError(f"eps={eps!r} disagrees with the explicit grid, which ends at {float(times[-1])!r}")
         eps = float(times[-1])
-    x = _initial_state(sde, score, shape, inputs.x_T, inputs.generator, inputs.device, inputs.dtype)
-    return _Setup(x, times, counted, eps, inputs.generator)
+    x = _initial_state(sde, score, shape, inputs.x_T, generator, inputs.device, inputs.dtype)
+    return _Setup(x, times, counted, eps, generator)
 
 
 def _initial_state(
@@ -147,7 +148,7 @@ def _initial_state(
     score: ScoreFn,
     shape: tuple[int, ...] | None,
     x_T: Tensor | None,
-    generator: torch.Generator | None,
+    generator: Generators | None,
     device: torch.device | str | None,
     dtype: torch.dtype,
 ) -> Tensor:
@@ -160,6 +161,13 @@ def _initial_state(
                 f"shape must be (batch, *event) with an event of at least one dimension, got {shape}; "
                 f"for scalar data use shape=({shape[0]}, 1)"
             )
+        _check_per_sample(generator, shape[0])
+        if isinstance(generator, SampleGenerators):  # row b from generator b: the SDE's own prior, row by row
+            rows = [
+                sde.prior_sample((1, *shape[1:]), generator=g, device=_device(score, device), dtype=dtype)
+                for g in generator.generators
+            ]
+            return torch.cat(rows)
         return sde.prior_sample(shape, generator=generator, device=_device(score, device), dtype=dtype)
     if not isinstance(x_T, Tensor):
         raise TypeError(f"x_T must be a torch.Tensor, got {type(x_T).__name__}")
@@ -169,11 +177,17 @@ def _initial_state(
         raise ValueError(f"x_T must have shape (batch, *event), got {tuple(x_T.shape)}; for scalar data use (batch, 1)")
     if x_T.device.type == "meta":
         raise ValueError("x_T is on device 'meta', which holds no data; give x_T on 'cpu' or 'cuda'")
+    _check_per_sample(generator, x_T.shape[0])
     finite = torch.isfinite(x_T).flatten(1).all(1)  # one host synchronisation, before any work
     if not bool(finite.all()):
         bad = int((~finite).nonzero()[0, 0])
         raise ValueError(f"x_T must be finite; sample {bad} (of {x_T.shape[0]}) contains NaN or Inf")
     return x_T.to(device=_device(score, device) if device is not None else x_T.device, dtype=dtype)
+
+
+def _check_per_sample(generator: Generators | None, batch: int) -> None:
+    if isinstance(generator, SampleGenerators) and len(generator) != batch:
+        raise ValueError(f"generator: {len(generator)} per-sample generators for a batch of {batch} samples")
 
 
 def _device(score: ScoreFn, device: torch.device | str | None) -> torch.device:
@@ -286,7 +300,7 @@ class _GridRun:
     def _renoise(self, x: Tensor, t: float, t_next: float) -> Tensor:
         assert isinstance(self.sde, LinearSDE)
         a, v = self.sde.transition(torch.tensor([t], dtype=torch.float64), torch.tensor([t_next], dtype=torch.float64))
-        z = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        z = randn_like(x, self.generator)
         return float(a) * x + float(v.sqrt()) * z
 
     def replace(self, x: Tensor) -> None:
@@ -563,7 +577,7 @@ def pc_sample(
     x_T: Tensor | None = None,
     t_start: float | None = None,
     constraint: Constraint | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
@@ -589,7 +603,7 @@ def pc_sample(
     x_T: Tensor | None = None,
     t_start: float | None = None,
     constraint: Constraint | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
@@ -615,7 +629,7 @@ def pc_sample(
     x_T: Tensor | None = None,
     t_start: float | None = None,
     constraint: Constraint | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
@@ -640,7 +654,7 @@ def pc_sample(
     x_T: Tensor | None = None,
     t_start: float | None = None,
     constraint: Constraint | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
@@ -664,9 +678,14 @@ def pc_sample(
 
     ``sde`` is the forward SDE and ``score(x, t)`` its score (:data:`sdekit.ScoreFn`). ``shape`` is
     ``(B, *event_shape)``, the batch first (or None with ``x_T``); ``eps`` the last time (default
-    1e-3 for VP-type SDEs, 1e-5 for VE), in the SDE's time units. ``generator`` (a
-    ``torch.Generator``, default None: the global RNG) makes every draw reproducible;
-    ``device`` and ``dtype`` (default float32) are the state's; ``progress=True`` shows a tqdm bar.
+    1e-3 for VP-type SDEs, 1e-5 for VE), in the SDE's time units. ``generator`` makes every
+    draw reproducible: one ``torch.Generator`` for the batch (default None: the global RNG), or
+    one per sample — a list of B generators or of B int seeds (see
+    :class:`sdekit.per_sample.SampleGenerators`) — so that a sample depends only on its own seed,
+    at any batch size and position. Two methods cannot honour that and refuse it: the batch-mean
+    ``langevin`` corrector (one step size for the batch; use ``langevin_per_sample``) and torchsde's
+    methods (one Brownian path for the batch). ``device`` and ``dtype`` (default float32) are the
+    state's; ``progress=True`` shows a tqdm bar.
 
     ``t_start`` (SDEdit, image-to-image): ``x_T`` is a state at time ``t_start`` < T — an image
     noised to that level, e.g. ``α(t₀) x₀ + σ(t₀) z`` — and the sampler integrates from there:
@@ -726,7 +745,7 @@ def sample(
     x_T: Tensor | None = None,
     t_start: float | None = None,
     constraint: Constraint | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
@@ -750,7 +769,7 @@ def sample(
     x_T: Tensor | None = None,
     t_start: float | None = None,
     constraint: Constraint | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
@@ -774,7 +793,7 @@ def sample(
     x_T: Tensor | None = None,
     t_start: float | None = None,
     constraint: Constraint | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
@@ -797,7 +816,7 @@ def sample(
     x_T: Tensor | None = None,
     t_start: float | None = None,
     constraint: Constraint | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
@@ -859,7 +878,7 @@ def ode_sample(
     x_T: Tensor | None = None,
     t_start: float | None = None,
     constraint: Constraint | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
@@ -883,7 +902,7 @@ def ode_sample(
     x_T: Tensor | None = None,
     t_start: float | None = None,
     constraint: Constraint | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
@@ -907,7 +926,7 @@ def ode_sample(
     x_T: Tensor | None = None,
     t_start: float | None = None,
     constraint: Constraint | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
@@ -930,7 +949,7 @@ def ode_sample(
     x_T: Tensor | None = None,
     t_start: float | None = None,
     constraint: Constraint | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Pages whose every ```python block is a complete program.
-PROGRAMS = ("docs/guidance.md", "docs/index.md", "README.md")
+PROGRAMS = ("docs/guidance.md", "docs/index.md", "docs/reproducibility.md", "README.md")
 #: Pages whose blocks use the stand-ins of tests/doc_stand_ins.py for a user's network and data.
 FRAGMENTS = ("docs/adapters.md", "docs/likelihood.md", "docs/solvers.md")
 #: Run by tests/test_design_examples.py.

@@ -196,7 +196,8 @@ NAN_X_T = torch.tensor([[0.0, 1.0], [float("nan"), 0.0], [0.5, 0.5]])
         (lambda s: pc_sample(VPSDE(), s, (4,), steps=5), ValueError, r"for scalar data use shape=\(4, 1\)"),
         (lambda s: sample(VPSDE(), s, (4,), method="adaptive"), ValueError, r"for scalar data use shape=\(4, 1\)"),
         (lambda s: sample(VPSDE(), s, (4, 2), method="ancestral", steps=5, generator=np.random.default_rng(0)),
-         TypeError, "generator must be a torch.Generator or None, got numpy.random._generator.Generator"),
+         TypeError, r"generator must be a torch.Generator, a list of one per sample \(generators or int seeds\) or "
+         "None, got numpy.random._generator.Generator"),
         (lambda s: log_likelihood(VPSDE(), s, torch.zeros(3, 2), divergence="hutchinson_gaussian",
                                   generator=np.random.default_rng(0)), TypeError, "generator must be a torch"),
         (lambda s: sample(VPSDE(), s, method="ancestral", steps=5, x_T=NAN_X_T), ValueError,

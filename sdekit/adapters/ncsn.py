@@ -34,6 +34,7 @@ from sdekit.adapters._common import (
     check_network,
 )
 from sdekit.checks import batch_view, check_choice, check_positive, check_positive_int, check_shape
+from sdekit.per_sample import GeneratorLike, Generators, SampleGenerators, as_generators, rand, randn_like
 
 __all__ = ["NCSNScore", "from_sigmas", "geometric_sigmas", "annealed_langevin_sample"]
 
@@ -172,7 +173,7 @@ def annealed_langevin_sample(
     denoise: bool = False,
     x_init: Tensor | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
-    generator: torch.Generator | None = None,
+    generator: GeneratorLike = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     callback: Callable[[dict[str, Any]], None] | None = None,
@@ -181,7 +182,8 @@ def annealed_langevin_sample(
     """Annealed Langevin dynamics, NCSN's Algorithm 1, exactly.
 
     For each level i = 1..L, with α_i = ε·σ_i²/σ_L² (ε = ``step_lr``), ``steps_each`` times:
-    x ← x + (α_i/2)·s(x, σ_i) + √α_i·z, z ~ N(0, I) drawn from ``generator``.
+    x ← x + (α_i/2)·s(x, σ_i) + √α_i·z, z ~ N(0, I) drawn from ``generator`` (one
+    ``torch.Generator``, or one per sample: a list of B generators or int seeds).
 
     The reference *code* (``anneal_Langevin_dynamics``) writes the same step as
     x + a·s + √(2a)·z with a = step_lr·σ_i²/σ_L², i.e. its ``step_lr`` is ε/2: to
@@ -201,13 +203,20 @@ def annealed_langevin_sample(
     steps_each = check_positive_int("steps_each", steps_each)
     step_lr = check_positive("step_lr", step_lr)
     score = NCSNScore(model, sigmas, version=version, label=label, model_kwargs=model_kwargs)
-    x = _initial_state(score, shape, x_init, generator, device, dtype)
+    if device is None:
+        device = (
+            x_init.device
+            if isinstance(x_init, Tensor)
+            else next((p.device for p in score.parameters()), torch.device("cpu"))
+        )
+    generators = as_generators("generator", generator, device=device)
+    x = _initial_state(shape, x_init, generators, device, dtype)
     sigma_last = float(score.sigmas[-1])
     with torch.no_grad():
         for i, sigma in enumerate(score.sigmas.tolist()):
             alpha = step_lr * (sigma / sigma_last) ** 2
             for step in range(steps_each):
-                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                noise = randn_like(x, generators)
                 x = x + (alpha / 2) * score.at_level(x, i) + math.sqrt(alpha) * noise
                 if callback is not None:
                     callback({"x": x, "i": i, "sigma": sigma, "step": step})
@@ -223,11 +232,10 @@ def annealed_langevin_sample(
 
 
 def _initial_state(
-    score: NCSNScore,
     shape: tuple[int, ...] | None,
     x_init: Tensor | None,
-    generator: torch.Generator | None,
-    device: torch.device | str | None,
+    generator: Generators | None,
+    device: torch.device | str,
     dtype: torch.dtype,
 ) -> Tensor:
     if x_init is not None:
@@ -235,14 +243,14 @@ def _initial_state(
             raise TypeError("x_init must be a tensor of shape (batch, *event)")
         if shape is not None and tuple(shape) != tuple(x_init.shape):
             raise ValueError(f"shape {tuple(shape)} disagrees with x_init's shape {tuple(x_init.shape)}")
-        return x_init.to(device=device if device is not None else x_init.device, dtype=dtype)
+        if isinstance(generator, SampleGenerators) and len(generator) != x_init.shape[0]:
+            raise ValueError(f"generator: {len(generator)} per-sample generators for a batch of {x_init.shape[0]}")
+        return x_init.to(device=device, dtype=dtype)
     if shape is None:
         raise TypeError("give shape=(batch, *event) or x_init=")
     if len(check_shape("shape", shape)) < 2:
         raise ValueError(f"shape must be (batch, *event) with at least one event dimension, got {tuple(shape)!r}")
-    if device is None:
-        device = next((p.device for p in score.parameters()), torch.device("cpu"))
-    return torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return rand(tuple(shape), generator, device=device, dtype=dtype)
 
 
 def _check_finite(x: Tensor, where: str) -> None:

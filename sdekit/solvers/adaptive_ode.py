@@ -54,7 +54,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sdekit.checks import batch_mask, batch_view, check_choice, check_positive, check_positive_int, event_rms
-from sdekit.per_sample import select_rows
+from sdekit.per_sample import Generators, select_rows
 from sdekit.reverse import ScoreFn, probability_flow
 from sdekit.sde import SDE, time_checks
 from sdekit.solvers.active_set import ActiveSet, next_check
@@ -583,7 +583,7 @@ class AdaptiveODE(Integrator):
         *,
         eps: float,
         steps: int,
-        generator: torch.Generator | None,
+        generator: Generators | None,
         progress: bool,
         callback: Callback | None,
     ) -> tuple[Tensor, SampleInfo]:

@@ -62,7 +62,7 @@ import torch
 from torch import Tensor
 
 from sdekit.checks import batch_mask, batch_view, check_choice, check_open_interval, check_positive, event_rms
-from sdekit.per_sample import select_rows
+from sdekit.per_sample import Generators, select_rows
 from sdekit.reverse import ReverseSDE, ScoreFn, reverse
 from sdekit.sde import SDE
 from sdekit.solvers.active_set import ActiveSet
@@ -142,7 +142,7 @@ class _Controller:
 
 
 def _iterate(
-    state: _Active, rsde: ReverseSDE, control: _Controller, generator: torch.Generator | None
+    state: _Active, rsde: ReverseSDE, control: _Controller, generator: Generators | None
 ) -> tuple[Tensor, Tensor]:
     """One iteration for every active sample; updates ``state`` in place, returns (accepted mask, error E)."""
     h = state.h
@@ -208,7 +208,7 @@ def adaptive_sde_sample(
     norm: str = "rms",
     error_use_prev: bool = True,
     extrapolate: bool = True,
-    generator: torch.Generator | None = None,
+    generator: Generators | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     constraint: Any = None,
@@ -260,10 +260,11 @@ class _AdaptiveRun:
         x: Tensor,
         control: _Controller,
         h_init: float,
-        generator: torch.Generator | None,
+        generator: Generators | None,
         constraint: Any = None,
     ) -> None:
-        self.sde, self.score, self.batch, self.control, self.generator = sde, score, x.shape[0], control, generator
+        self.sde, self.score, self.batch, self.control = sde, score, x.shape[0], control
+        self.generator = self.full_generator = generator  # per-sample generators follow the active set
         self.rsde = reverse(sde, score)
         self.constraint = self.full_constraint = constraint
         if constraint is not None:  # the known part of the start is a draw at T
@@ -311,6 +312,7 @@ class _AdaptiveRun:
             self.rsde = reverse(self.sde, select_rows(self.score, state.index, self.batch))  # per-sample state follows
             if self.full_constraint is not None:
                 self.constraint = select_rows(self.full_constraint, state.index, self.batch)
+            self.generator = select_rows(self.full_generator, state.index, self.batch)
         return 2
 
     def payload(self) -> dict[str, Any]:
@@ -432,7 +434,7 @@ class AdaptiveSDE(Integrator):
         *,
         eps: float,
         steps: int,
-        generator: torch.Generator | None,
+        generator: Generators | None,
         progress: bool,
         callback: Callback | None,
         constraint: Any = None,

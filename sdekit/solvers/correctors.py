@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from sdekit.checks import batch_view, check_positive, event_norm
+from sdekit.per_sample import Generators
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.coefficients import mean_ratio_squared
@@ -41,7 +42,7 @@ class Corrector(GridStepper):
     def check_options(self, options: dict[str, Any]) -> None:
         options["snr"] = check_positive("snr", options["snr"])
 
-    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: Generators | None = None) -> None:
         super().bind(sde, score, grid, generator)
         #: a_i = ᾱ(t_i)/ᾱ(t_{i+1}) per step (1 for VE and for SDEs without a Gaussian kernel).
         self.alpha_ratio = mean_ratio_squared(sde, self.t, self.t_next)
@@ -61,6 +62,9 @@ class Langevin(Corrector):
     in its batch, so reproduce runs with the same batch composition (sdekit's chunked
     runs do).
     """
+
+    couples_batch = True  # one ε for the batch
+    per_sample_variant = "langevin_per_sample"
 
     def step(self, x: Tensor, i: int) -> Tensor:
         score = self.score(x, self.times[i + 1])
@@ -87,6 +91,8 @@ class PerSampleLangevin(Langevin):
     ‖z‖/‖s‖ is also heavy-tailed. Prefer ``langevin`` unless batch independence matters.
     """
 
+    couples_batch = False
+
     def _norm_ratio(self, noise: Tensor, score: Tensor) -> Tensor:
         """‖z‖ / ‖s‖ per sample, float64, shape (B,)."""
         return event_norm(noise).double() / event_norm(score).double().clamp_min(_TINY)
@@ -98,7 +104,7 @@ class AnnealedLangevin(Corrector):
 
     needs_linear_sde = True
 
-    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: Generators | None = None) -> None:
         super().bind(sde, score, grid, generator)
         assert isinstance(self.sde, LinearSDE)  # needs_linear_sde
         alpha_ratio = torch.tensor(self.alpha_ratio, dtype=torch.float64)

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from sdekit.per_sample import Generators
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
@@ -128,7 +129,7 @@ class ExponentialMultistep(GridStepper):
         (μ₁ ≈ μ₀/2) rather than the exact moment, as the paper and k-diffusion do."""
         return self.order == 2
 
-    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: Generators | None = None) -> None:
         super().bind(sde, score, grid, generator)
         assert isinstance(sde, LinearSDE)  # needs_linear_sde
         self.plan = self._coefficients(sde, torch.cat([self.t, self.t_next[-1:]]))

@@ -20,6 +20,7 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from sdekit.per_sample import Generators, SampleGenerators
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.method import Configurable
@@ -49,10 +50,12 @@ class GridStepper(Configurable, abc.ABC):
     default_grid: ClassVar[str] = "uniform"
     #: "sde" (a reverse-SDE method, for ``sample``), "ode" (the flow, for ``ode_sample``) or "corrector".
     kind: ClassVar[str] = "sde"
+    #: A step that mixes samples (a step size from batch means): per-sample generators are refused,
+    #: naming ``per_sample_variant`` (a registered name of the same method without it) when there is one.
+    couples_batch: ClassVar[bool] = False
+    per_sample_variant: ClassVar[str] = ""
 
-    def start(
-        self: _Stepper, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None
-    ) -> _Stepper:
+    def start(self: _Stepper, sde: SDE, score: ScoreFn, grid: Tensor, generator: Generators | None = None) -> _Stepper:
         """This method, with its options, bound to one run over ``grid``: call ``step(x, i)`` on the result.
 
         The run is a new object built from the options alone, so nothing of an earlier run (a
@@ -62,12 +65,18 @@ class GridStepper(Configurable, abc.ABC):
         run.bind(sde, score, grid, generator)
         return run
 
-    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: Generators | None = None) -> None:
         """Take the run's SDE, score, grid and generator, and compute what the steps need (subclasses extend it)."""
         if self.needs_linear_sde and not isinstance(sde, LinearSDE):
             raise TypeError(f"{type(self).__name__} needs a LinearSDE (Gaussian kernel), got {type(sde).__name__}")
         if not isinstance(grid, Tensor):
             raise TypeError(f"grid must be a 1-D tensor of times, got {type(grid).__name__}")
+        if self.couples_batch and isinstance(generator, SampleGenerators):
+            raise ValueError(
+                f"generator: {type(self).__name__} couples the samples of a batch (one step for all), so a sample "
+                "would depend on the others; per-sample generators need "
+                + (f"'{self.per_sample_variant}'" if self.per_sample_variant else "another method")
+            )
         if grid.ndim != 1 or grid.shape[0] < 2:
             raise ValueError(f"grid must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}")
         self.sde = sde

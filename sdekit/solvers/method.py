@@ -20,10 +20,10 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from torch import Tensor
 
 from sdekit.checks import same_value
+from sdekit.per_sample import Generators
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE
 
@@ -137,7 +137,7 @@ class Integrator(Configurable, abc.ABC):
         *,
         eps: float,
         steps: int,
-        generator: torch.Generator | None,
+        generator: Generators | None,
         progress: bool,
         callback: Callback | None,
     ) -> tuple[Tensor, SampleInfo]:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from sdekit.checks import check_choice
+from sdekit.per_sample import Generators
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE
 from sdekit.solvers.coefficients import coefficients
@@ -61,7 +62,7 @@ class ExplicitRungeKutta(GridStepper):
     def stages(self) -> int:
         return self.tableau.solution_stages
 
-    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: Generators | None = None) -> None:
         super().bind(sde, score, grid, generator)
         delta = self.t_next - self.t
         self.delta = delta.tolist()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, TypeVar, cast
 
-import torch
 from torch import Tensor
 
 from sdekit.checks import check_nonnegative_int
+from sdekit.per_sample import Generators
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE
 from sdekit.solvers.correctors import CORRECTORS, Corrector
@@ -57,7 +57,7 @@ class PredictorCorrector(GridStepper):
             options["corrector"].nfe_per_step
         )
 
-    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: Generators | None = None) -> None:
         super().bind(sde, score, grid, generator)
         self.predict = self.predictor.start(sde, score, grid, generator)
         self.correct = self.corrector.start(sde, score, grid, generator)

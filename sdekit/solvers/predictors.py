@@ -17,9 +17,9 @@ from __future__ import annotations
 import abc
 import math
 
-import torch
 from torch import Tensor
 
+from sdekit.per_sample import Generators
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.coefficients import coefficients, forward_chain
@@ -54,7 +54,7 @@ class AffinePredictor(Predictor):
 
     needs_linear_sde = True
 
-    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: Generators | None = None) -> None:
         super().bind(sde, score, grid, generator)
         assert isinstance(sde, LinearSDE)  # needs_linear_sde
         a, b, c = self.coefficients(sde, self.t, self.t_next)
@@ -84,7 +84,7 @@ class EulerMaruyama(Predictor):
     (With a state-dependent diffusion the reverse drift also carries −∇·(GGᵀ), and g² is G².)
     """
 
-    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: Generators | None = None) -> None:
         super().bind(sde, score, grid, generator)
         self.sde_coefficients = coefficients(sde, self.t, grid.device)
         self.h = (self.t - self.t_next).tolist()
@@ -109,7 +109,7 @@ class ReverseDiffusion(Predictor):
     VP, SMLD's for VE, Euler–Maruyama otherwise. Any SDE.
     """
 
-    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: torch.Generator | None = None) -> None:
+    def bind(self, sde: SDE, score: ScoreFn, grid: Tensor, generator: Generators | None = None) -> None:
         super().bind(sde, score, grid, generator)
         self.chain = forward_chain(sde, self.t, self.t_next, self.times)
 

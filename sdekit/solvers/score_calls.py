@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from sdekit.checks import check_score_output
-from sdekit.per_sample import select_rows
+from sdekit.per_sample import Generators, randn_like, select_rows
 from sdekit.reverse import ScoreFn
 
 AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
@@ -123,6 +123,6 @@ def _compiled(score: ScoreFn, options: bool | Mapping[str, Any], device: torch.d
     return torch.compile(score, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
-def gaussian_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise with ``x``'s shape, dtype and device, drawn from ``generator``."""
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+def gaussian_like(x: Tensor, generator: Generators | None) -> Tensor:
+    """Standard normal noise with ``x``'s shape, dtype and device, drawn from ``generator`` (one, or one per sample)."""
+    return randn_like(x, generator)

@@ -17,6 +17,7 @@ import torchsde
 from torch import Tensor
 
 from sdekit.checks import check_choice, check_positive
+from sdekit.per_sample import Generators, SampleGenerators
 from sdekit.reverse import ScoreFn, reverse
 from sdekit.sde import SDE, time_checks
 from sdekit.solvers.info import SampleInfo
@@ -59,10 +60,16 @@ class TorchSDE(Integrator):
         *,
         eps: float,
         steps: int,
-        generator: torch.Generator | None,
+        generator: Generators | None,
         progress: bool,
         callback: Callback | None,
     ) -> tuple[Tensor, SampleInfo]:
+        if isinstance(generator, SampleGenerators):
+            raise ValueError(
+                f"generator: method 'torchsde:{self.method}' is torchsde's sdeint, which draws one Brownian path "
+                "for the whole batch; per-sample generators need one of sdekit's own SDE methods (e.g. "
+                "'euler_maruyama', 'adaptive'), or pass one torch.Generator"
+            )
         length = sde.T - eps
         device = generator.device if generator is not None else "cpu"
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
