@@ -5,7 +5,7 @@
 The network is the embedded digits ε-UNet (batch 256 on CPU, 4096 on CUDA), each library
 driving it the way its documentation says:
 
-* sdekit: ``adapters.ddpm.from_betas`` and ``ode_sample(method="euler" | "dpmpp_2m")`` or
+* sdekit: ``adapters.ddpm.from_betas`` and ``ode_sample(method="ddim" | "dpmpp_2m")`` or
   ``sample(method="ancestral")`` with ``steps = NFE − 1`` plus the final denoising call;
 * k-diffusion: ``k_diffusion.external.DiscreteEpsDDPMDenoiser`` (continuous timesteps) and
   ``sample_euler`` / ``sample_dpmpp_2m`` on ``get_sigmas_karras(NFE)`` (the last step, to σ = 0,
@@ -157,7 +157,7 @@ def _diffusers(scheduler_name: str) -> Callable[[dict[str, Any]], int]:
 
 
 PAIRS = [
-    ("ode euler", _sdekit("euler"), "k-diffusion sample_euler", _k_diffusion("euler")),
+    ("ode ddim", _sdekit("ddim"), "k-diffusion sample_euler", _k_diffusion("euler")),  # one algorithm: Euler in σ
     ("ode dpmpp_2m", _sdekit("dpmpp_2m"), "k-diffusion sample_dpmpp_2m", _k_diffusion("dpmpp_2m")),
     (
         "ode dpmpp_2m",

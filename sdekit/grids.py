@@ -7,16 +7,19 @@ points matters more than the solver's order at low step counts:
   data's fine structure appears in the last few percent of t.
 * ``log_snr`` — uniform in λ = log(α/σ): the natural grid for exponential integrators
   (DPM-Solver); a good default below ~50 steps.
-* ``edm`` — Karras et al. (2022) ρ = 7 spacing of σ/α, dense at low noise.
+* ``edm`` (alias ``karras``, k-diffusion's and diffusers' name) — Karras et al. (2022) ρ = 7
+  spacing of σ/α, dense at low noise.
 * ``quadratic`` — t_i = eps + (T − eps)(1 − i/N)², DDIM's quadratic spacing.
 
 Any sampler also accepts an explicit ``grid=`` tensor; :func:`check_grid` says what
-it must satisfy.
+it must satisfy. A grid of noise levels σ (k-diffusion's ``get_sigmas_*``, EDM's σ_i) becomes one
+through :func:`from_sigmas`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -24,7 +27,7 @@ from torch import Tensor
 from sdekit.checks import check_choice, check_positive, check_positive_int
 from sdekit.sde import SDE, LinearSDE
 
-__all__ = ["uniform", "log_snr", "edm", "quadratic", "make_grid", "check_grid", "GRIDS"]
+__all__ = ["uniform", "log_snr", "edm", "quadratic", "make_grid", "check_grid", "from_sigmas", "GRIDS"]
 
 
 def uniform(sde: SDE, steps: int, eps: float) -> Tensor:
@@ -72,6 +75,7 @@ GRIDS: dict[str, Callable[[SDE, int, float], Tensor]] = {
     "uniform": uniform,
     "log_snr": log_snr,
     "edm": edm,
+    "karras": edm,
     "quadratic": quadratic,
 }
 
@@ -79,7 +83,8 @@ GRIDS: dict[str, Callable[[SDE, int, float], Tensor]] = {
 def make_grid(kind: str, sde: SDE, steps: int, eps: float) -> Tensor:
     """A named grid with ``steps`` steps from ``sde.T`` to ``eps``: ``steps + 1`` decreasing float64 times.
 
-    ``kind``: one of :data:`GRIDS` (``"uniform"``, ``"log_snr"``, ``"edm"``, ``"quadratic"``); ``sde``: the
+    ``kind``: one of :data:`GRIDS` (``"uniform"``, ``"log_snr"``, ``"edm"`` or its alias ``"karras"``,
+    ``"quadratic"``); ``sde``: the
     forward SDE (the log-SNR and EDM grids need a :class:`~sdekit.sde.LinearSDE`); ``eps``: the last time,
     in the SDE's time units.
     """
@@ -109,3 +114,51 @@ def check_grid(grid: object, sde: SDE) -> Tensor:
             f"grid must run within (0, T] = (0, {sde.T:g}], got {float(grid[0]):g} ... {float(grid[-1]):g}"
         )
     return grid
+
+
+def from_sigmas(sde: SDE, sigmas: Tensor | Sequence[float]) -> Tensor:
+    """The times at which the noise level σ(t)/α(t) is each of ``sigmas``: a grid for ``grid=``.
+
+    ``sigmas``: decreasing noise levels σ̃ = σ/α — the σ of EDM and k-diffusion (for a VP model
+    σ̃ = √((1 − ᾱ)/ᾱ); for VE it is σ itself), e.g. ``k_diffusion.sampling.get_sigmas_karras(n,
+    σ_min, σ_max)``. A last entry 0 (k-diffusion's convention, whose last step lands on the
+    denoised estimate) is dropped: sdekit's final denoising step (``denoise=True``, the default)
+    is that step, so the NFE is the same. ``sde``: a :class:`~sdekit.sde.LinearSDE`; every σ̃ must
+    lie within its range, (σ̃(0), σ̃(T)] (a value above σ̃(T) would start before T).
+
+    Returns float64 times, decreasing, with ``len(sigmas)`` points (one fewer with a trailing 0);
+    converting back gives ``sigmas`` to 1e-9 relative.
+    """
+    linear = _linear("from_sigmas", sde)
+    try:
+        levels = torch.as_tensor(sigmas, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"sigmas must be a 1-D tensor or sequence of noise levels, got {type(sigmas).__name__}"
+        ) from error
+    if levels.ndim != 1:
+        raise ValueError(f"sigmas must be 1-D, got shape {tuple(levels.shape)}")
+    if levels.numel() >= 2 and float(levels[-1]) == 0.0:
+        levels = levels[:-1]  # the step to σ = 0 is the final denoising step
+    if levels.numel() < 2:
+        raise ValueError(f"sigmas must hold at least 2 noise levels above 0, got {levels.tolist()}")
+    if (
+        not bool(torch.isfinite(levels).all())
+        or not bool((levels > 0).all())
+        or not bool((levels[1:] < levels[:-1]).all())
+    ):
+        raise ValueError("sigmas must be finite, positive (but a last 0) and strictly decreasing")
+    ends = (-linear.log_snr(torch.tensor([sde.T, 0.0], dtype=torch.float64))).exp()  # σ̃(T), σ̃(0)
+    top, bottom = float(ends[0]), float(ends[1])
+    if float(levels[0]) > top * (1 + 1e-9):
+        raise ValueError(
+            f"sigmas[0] = {float(levels[0]):.6g} is above the SDE's largest noise level σ(T)/α(T) = {top:.6g}"
+        )
+    if float(levels[-1]) <= bottom:
+        raise ValueError(
+            f"sigmas[-1] = {float(levels[-1]):.6g} is not above the SDE's smallest noise level σ(0)/α(0) = {bottom:.6g}"
+        )
+    times = linear.t_from_log_snr(-levels.log())
+    if math.isclose(float(levels[0]), top, rel_tol=1e-9):
+        times[0] = sde.T
+    return check_grid(times, sde)

@@ -158,7 +158,7 @@ def test_nan_in_final_denoise_is_caught():
         (
             {"predictor": "heun"},
             ValueError,
-            "predictor 'heun'; valid: ancestral, euler_maruyama, none, reverse_diffusion",
+            "predictor 'heun'; valid: ancestral, ddim, euler_maruyama, none, reverse_diffusion",
         ),
         (
             {"corrector": "hmc"},
@@ -166,7 +166,7 @@ def test_nan_in_final_denoise_is_caught():
             "corrector 'hmc'; valid: annealed_langevin, langevin, langevin_per_sample, none",
         ),
         ({"corrector_steps": -1}, ValueError, "corrector_steps"),
-        ({"grid": "cosine"}, ValueError, "grid 'cosine'; valid: edm, log_snr, quadratic, uniform"),
+        ({"grid": "cosine"}, ValueError, "grid 'cosine'; valid: edm, karras, log_snr, quadratic, uniform"),
         ({"grid": torch.tensor([1.0, 0.5, 0.7])}, ValueError, "strictly decreasing"),
         ({"grid": torch.tensor([2.0, 0.5])}, ValueError, "grid must run within"),
         ({"grid": torch.tensor([1.0, 0.5]), "eps": 0.1}, ValueError, "eps"),
@@ -186,10 +186,13 @@ def test_bad_shape(shape):
 
 
 def test_unknown_method_lists_valid_ones():
-    with pytest.raises(ValueError, match="method 'dopri9'; valid: adaptive, ancestral, dpmpp_2m_sde, euler_maruyama"):
+    with pytest.raises(
+        ValueError, match="method 'dopri9'; valid: adaptive, ancestral, ddim, dpmpp_2m_sde, euler_maruyama"
+    ):
         sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), method="dopri9")
     with pytest.raises(
-        ValueError, match="ODE method 'rk45'; valid: bosh3, dopri5, dpmpp_2m, dpmpp_3m, euler, heun, heun_euler, rk4"
+        ValueError,
+        match="ODE method 'rk45'; valid: bosh3, ddim, dopri5, dpmpp_2m, dpmpp_3m, euler, heun, heun_euler, rk4",
     ):
         ode_sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), method="rk45")
 

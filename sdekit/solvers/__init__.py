@@ -28,10 +28,12 @@ from sdekit.solvers.method import Callback, Configurable, Integrator
 from sdekit.solvers.ode import ODE_METHODS, RK4, Euler, ExplicitRungeKutta, Heun, RungeKutta
 from sdekit.solvers.predictor_corrector import PredictorCorrector
 from sdekit.solvers.predictors import (
+    DDIM,
     PREDICTORS,
     SDE_STEPPERS,
     AffinePredictor,
     Ancestral,
+    DeterministicDDIM,
     EulerMaruyama,
     NoPredictor,
     Predictor,
@@ -64,6 +66,8 @@ __all__ = [
     "EulerMaruyama",
     "ReverseDiffusion",
     "Ancestral",
+    "DDIM",
+    "DeterministicDDIM",
     "NoPredictor",
     "Langevin",
     "PerSampleLangevin",

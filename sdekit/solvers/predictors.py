@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -24,6 +27,7 @@ from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE
 from sdekit.solvers.coefficients import coefficients, forward_chain
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
+from sdekit.solvers.ode import ODE_METHODS
 from sdekit.solvers.registry import Registry
 from sdekit.solvers.score_calls import gaussian_like
 
@@ -35,6 +39,8 @@ __all__ = [
     "EulerMaruyama",
     "ReverseDiffusion",
     "Ancestral",
+    "DDIM",
+    "DeterministicDDIM",
     "NoPredictor",
 ]
 
@@ -67,6 +73,8 @@ class AffinePredictor(Predictor):
     def step(self, x: Tensor, i: int) -> Tensor:
         a, b, c = self.affine[i]
         score = self.score(x, self.times[i])
+        if c == 0.0:  # a deterministic step draws nothing (DDIM at η = 0)
+            return weighted_sum([(a, x), (b, score)])
         return weighted_sum([(a, x), (b, score)], into=(c, gaussian_like(x, self.generator)))
 
 
@@ -134,6 +142,48 @@ class Ancestral(AffinePredictor):
         a, v = sde.transition(t, t_next)
         posterior_var = v * (sde.std(t_next) / sde.std(t)) ** 2
         return 1 / a, v / a, posterior_var.sqrt()
+
+
+@PREDICTORS.register("ddim")
+class DDIM(AffinePredictor):
+    """DDIM (Song, Meng & Ermon 2021): x' = α' x̂₀ + √(σ'² − c²) ε̂ + c z, with c = η σ̃.
+
+    x̂₀ = (x + σ² s)/α and ε̂ = −σ s are the score's estimates of the data and the noise; σ̃² =
+    v σ'²/σ² is the variance of the step's Gaussian posterior (v the transition variance, as in
+    ``ancestral``). Option ``eta`` in [0, 1] (default 0): 0 is deterministic DDIM — DPM-Solver
+    of order 1, the exponential-integrator step of the probability flow, which on VE is Euler
+    in σ (k-diffusion's ``sample_euler``); 1 is the ancestral step exactly; in between, DDIM's η
+    (k-diffusion's ``sample_euler_ancestral`` with that ``eta``). On a discrete DDPM schedule
+    at its trained timesteps it is diffusers' ``DDIMScheduler.step(..., eta=eta)``. Needs a
+    LinearSDE. ``ode_sample(method="ddim")`` is the η = 0 form as a flow method.
+    """
+
+    defaults: ClassVar[Mapping[str, Any]] = {"eta": 0.0}
+    eta: float
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        if "eta" not in options:  # fixed by a subclass (DeterministicDDIM)
+            return
+        eta = options["eta"]
+        if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0.0 <= float(eta) <= 1.0:
+            raise ValueError(f"eta must be a number in [0, 1] (beyond 1 the noise exceeds the step's), got {eta!r}")
+        options["eta"] = float(eta)
+
+    def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
+        alpha, sigma = sde.kernel(t)
+        alpha_next, sigma_next = sde.kernel(t_next)
+        _, v = sde.transition(t, t_next)
+        c = self.eta * (v * (sigma_next / sigma) ** 2).sqrt()
+        direction = (sigma_next**2 - c**2).clamp_min(0).sqrt()  # √(σ'² − c²), the share of ε̂ kept
+        return alpha_next / alpha, alpha_next * sigma**2 / alpha - direction * sigma, c
+
+
+@ODE_METHODS.register("ddim")
+class DeterministicDDIM(DDIM):
+    """DDIM at η = 0 as a probability-flow method, ``ode_sample(method="ddim")``: DPM-Solver of order 1."""
+
+    kind = "ode"
+    fixed_options: ClassVar[Mapping[str, Any]] = {"eta": 0.0}
 
 
 @PREDICTORS.register("none")
