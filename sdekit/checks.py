@@ -99,6 +99,26 @@ def check_generator(name: str, generator: object) -> None:
         )
 
 
+def state_dtype(dtype: object, x: object = None, network: object = None) -> torch.dtype:
+    """A sampler's state dtype: ``dtype`` if given, else the dtype of the given state ``x``, else that of
+    ``network``'s first floating parameter (an ``nn.Module``), else float32.
+
+    So a float64 x_T stays float64 and a bfloat16 network gets a bfloat16 state without being told.
+    A ``dtype`` that is not a floating-point ``torch.dtype`` is refused naming ``dtype``.
+    """
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point torch.dtype (e.g. torch.float32), got {dtype!r}")
+        return dtype
+    if isinstance(x, Tensor) and x.is_floating_point():
+        return x.dtype
+    if isinstance(network, torch.nn.Module):
+        for parameter in network.parameters():
+            if parameter.is_floating_point():
+                return parameter.dtype
+    return torch.float32
+
+
 def available_memory() -> int | None:
     """Bytes of host memory the kernel reports available (``MemAvailable``), or None where it does not say."""
     try:

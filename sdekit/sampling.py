@@ -43,6 +43,7 @@ from sdekit.checks import (
     check_open_interval,
     check_positive_int,
     check_shape,
+    state_dtype,
 )
 from sdekit.constraints import Constraint
 from sdekit.grids import check_grid, make_grid
@@ -92,7 +93,7 @@ class _Inputs:
     x_T: Tensor | None  # noqa: N815 (the public argument's name)
     generator: GeneratorLike
     device: torch.device | str | None
-    dtype: torch.dtype
+    dtype: torch.dtype | None
     autocast: torch.dtype | None
     compile: bool | Mapping[str, Any]
     denoise: bool
@@ -139,7 +140,8 @@ def _prepare(
         if eps is not None and abs(float(times[-1]) - eps) > 1e-12:
             raise ValueError(f"eps={eps!r} disagrees with the explicit grid, which ends at {float(times[-1])!r}")
         eps = float(times[-1])
-    x = _initial_state(sde, score, shape, inputs.x_T, generator, inputs.device, inputs.dtype)
+    dtype = state_dtype(inputs.dtype, inputs.x_T, score)
+    x = _initial_state(sde, score, shape, inputs.x_T, generator, inputs.device, dtype)
     return _Setup(x, times, counted, eps, generator)
 
 
@@ -579,7 +581,7 @@ def pc_sample(
     constraint: Constraint | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     return_info: Literal[False] = False,
@@ -605,7 +607,7 @@ def pc_sample(
     constraint: Constraint | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     return_info: Literal[True],
@@ -631,7 +633,7 @@ def pc_sample(
     constraint: Constraint | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     return_info: bool = False,
@@ -656,7 +658,7 @@ def pc_sample(
     constraint: Constraint | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     return_info: bool = False,
@@ -684,8 +686,10 @@ def pc_sample(
     :class:`sdekit.per_sample.SampleGenerators`) — so that a sample depends only on its own seed,
     at any batch size and position. Two methods cannot honour that and refuse it: the batch-mean
     ``langevin`` corrector (one step size for the batch; use ``langevin_per_sample``) and torchsde's
-    methods (one Brownian path for the batch). ``device`` and ``dtype`` (default float32) are the
-    state's; ``progress=True`` shows a tqdm bar.
+    methods (one Brownian path for the batch). ``device`` and ``dtype`` are the state's: by default
+    x_T's dtype, else the network's (the first floating parameter of a score that is an
+    ``nn.Module``, as sdekit's adapters are), else float32; time and coefficients are float64
+    whatever it is; ``progress=True`` shows a tqdm bar.
 
     ``t_start`` (SDEdit, image-to-image): ``x_T`` is a state at time ``t_start`` < T — an image
     noised to that level, e.g. ``α(t₀) x₀ + σ(t₀) z`` — and the sampler integrates from there:
@@ -747,7 +751,7 @@ def sample(
     constraint: Constraint | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     return_info: Literal[False] = False,
@@ -771,7 +775,7 @@ def sample(
     constraint: Constraint | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     return_info: Literal[True],
@@ -795,7 +799,7 @@ def sample(
     constraint: Constraint | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     return_info: bool = False,
@@ -818,7 +822,7 @@ def sample(
     constraint: Constraint | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     return_info: bool = False,
@@ -880,7 +884,7 @@ def ode_sample(
     constraint: Constraint | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     return_info: Literal[False] = False,
@@ -904,7 +908,7 @@ def ode_sample(
     constraint: Constraint | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     return_info: Literal[True],
@@ -928,7 +932,7 @@ def ode_sample(
     constraint: Constraint | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     return_info: bool = False,
@@ -951,7 +955,7 @@ def ode_sample(
     constraint: Constraint | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callback | None = None,
     return_info: bool = False,

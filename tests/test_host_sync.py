@@ -96,7 +96,7 @@ ADAPTIVE_ODE = tuple(m for m in ode_methods() if m in TABLEAUS)
 FIXED_ODE = tuple(m for m in ode_methods() if m not in TABLEAUS)
 PC_CORRECTORS = tuple(c for c in CORRECTORS.names() if c != "none")
 #: Methods that need a LinearSDE (Gaussian kernel): not run on the generic SDE.
-LINEAR_ONLY = {"ancestral", "dpmpp_2m_sde", "dpmpp_2m", "dpmpp_3m", "annealed_langevin"}
+LINEAR_ONLY = {"ancestral", "ddim", "dpmpp_2m_sde", "dpmpp_2m", "dpmpp_3m", "annealed_langevin"}
 
 
 # --- recording read-backs -------------------------------------------------------------------------------------------

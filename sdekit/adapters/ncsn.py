@@ -33,7 +33,7 @@ from sdekit.adapters._common import (
     check_model_kwargs,
     check_network,
 )
-from sdekit.checks import batch_view, check_choice, check_positive, check_positive_int, check_shape
+from sdekit.checks import batch_view, check_choice, check_positive, check_positive_int, check_shape, state_dtype
 from sdekit.per_sample import GeneratorLike, Generators, SampleGenerators, as_generators, rand, randn_like
 
 __all__ = ["NCSNScore", "from_sigmas", "geometric_sigmas", "annealed_langevin_sample"]
@@ -175,7 +175,7 @@ def annealed_langevin_sample(
     model_kwargs: Mapping[str, Any] | None = None,
     generator: GeneratorLike = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     return_info: bool = False,
 ) -> Tensor | tuple[Tensor, sdekit.SampleInfo]:
@@ -198,7 +198,7 @@ def annealed_langevin_sample(
     (``nfe`` = L·steps_each (+1 with denoise), ``grid`` = the level times).
 
     ``version``, ``label``, ``model_kwargs``: as for :func:`from_sigmas`; ``dtype``: the state's dtype
-    (default float32).
+    (default: x_init's, else the model's, else float32).
     """
     steps_each = check_positive_int("steps_each", steps_each)
     step_lr = check_positive("step_lr", step_lr)
@@ -210,7 +210,7 @@ def annealed_langevin_sample(
             else next((p.device for p in score.parameters()), torch.device("cpu"))
         )
     generators = as_generators("generator", generator, device=device)
-    x = _initial_state(shape, x_init, generators, device, dtype)
+    x = _initial_state(shape, x_init, generators, device, state_dtype(dtype, x_init, score))
     sigma_last = float(score.sigmas[-1])
     with torch.no_grad():
         for i, sigma in enumerate(score.sigmas.tolist()):
