@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from importlib import metadata
 
 import pytest
@@ -518,3 +519,30 @@ def test_diffusers_learned_variance_uses_the_mean_channels():
     x = torch.ones(2, 3, 4, 4)
     out = score(x, torch.tensor([0.5, 0.5]))
     assert out.shape == x.shape and bool((out < 0).all())
+
+
+@pytest.mark.parametrize("kind", ["FlowMatchEulerDiscreteScheduler", "EDMEulerScheduler"])
+@pytest.mark.parametrize("as_config", [False, True], ids=["scheduler", "config"])
+def test_diffusers_schedulers_without_a_ddpm_schedule_are_refused_not_misread(kind, as_config):
+    """They have no alphas_cumprod: read as a default DDPM schedule they gave silently wrong samples."""
+    diffusers = pytest.importorskip("diffusers")
+    from adapters.diffusers import from_unet
+
+    scheduler = getattr(diffusers, kind)()
+    with pytest.raises(ValueError, match=r"has no DDPM noise schedule .* flow-matching and EDM σ-parameterised"):
+        from_unet(zeros_model, scheduler.config if as_config else scheduler)
+
+
+def test_diffusers_clipping_schedulers_warn_and_others_do_not():
+    diffusers = pytest.importorskip("diffusers")
+    from adapters.diffusers import from_unet
+
+    with pytest.warns(UserWarning, match="DDPMScheduler has clip_sample=True: sdekit does not clip"):
+        from_unet(zeros_model, diffusers.DDPMScheduler())  # clip_sample defaults to True there
+    with pytest.warns(UserWarning, match="clip_sample=True and thresholding=True"):
+        from_unet(zeros_model, {"num_train_timesteps": 10, "clip_sample": True, "thresholding": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_unet(zeros_model, diffusers.DDPMScheduler(clip_sample=False))
+        from_unet(zeros_model, {"num_train_timesteps": 10})  # a bare config: DDPMScheduler's defaults, no clipping
+        from_unet(zeros_model, diffusers.EulerDiscreteScheduler())  # σ keys beside betas: a DDPM schedule

@@ -9,12 +9,15 @@ Sampling sdekit's ``ancestral`` predictor on the scheduler's own timesteps
 (``grid=timestep_grid(scheduler)``) reproduces ``DDPMScheduler`` with ``clip_sample=False``
 and ``variance_type="fixed_small"`` step for step; its final Tweedie denoising step
 (``denoise=True``) is DDPM's last step from timestep 0. sdekit never clips or thresholds
-x̂₀: a scheduler's ``clip_sample``/``thresholding`` settings are not applied.
+x̂₀: a scheduler's ``clip_sample``/``thresholding`` settings are not applied, and :func:`from_unet`
+warns when they are set. A scheduler without a DDPM β schedule (flow matching, EDM's σ) is
+refused with one line rather than read as a default DDPM schedule.
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,6 +89,36 @@ def _config(scheduler: Any) -> Mapping[str, Any]:
     return config
 
 
+#: Config keys of a DDPM β schedule, and keys only schedulers of other kinds (flow matching, EDM σ) have.
+_DDPM_KEYS = ("beta_schedule", "trained_betas", "beta_start", "beta_end")
+_NOT_DDPM_KEYS = ("shift", "use_dynamic_shifting", "base_shift", "sigma_data", "sigma_min", "sigma_max")
+
+
+def _check_convertible(scheduler: Any, config: Mapping[str, Any]) -> None:
+    """Refuse schedulers without a DDPM β schedule (flow matching, EDM's σ); warn where diffusers would clip x̂₀."""
+    if scheduler is config:  # a config mapping: DDPMScheduler fills in a missing β schedule, unless it is another kind
+        name = str(config.get("_class_name", "config"))
+        other_kind = [key for key in _NOT_DDPM_KEYS if key in config]
+        convertible = any(key in config for key in _DDPM_KEYS) or not other_kind
+    else:
+        name = type(scheduler).__name__
+        convertible = isinstance(getattr(scheduler, "alphas_cumprod", None), Tensor)
+    if not convertible:
+        raise ValueError(
+            f"scheduler {name} has no DDPM noise schedule (alphas_cumprod / betas): flow-matching and EDM "
+            "σ-parameterised schedulers are not converted by from_unet; it reads DDPM-style schedulers (DDPM, DDIM, "
+            "DPM-Solver, PNDM, Euler on betas, ...)"
+        )
+    clipping = [key for key in ("clip_sample", "thresholding") if config.get(key)]
+    if clipping:
+        warnings.warn(
+            f"scheduler {name} has {' and '.join(f'{key}=True' for key in clipping)}: sdekit does not clip or "
+            "threshold x̂₀, so samples can differ from that scheduler's pipeline (by up to the clipped amount)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _alphas_cumprod(scheduler: Any, config: Mapping[str, Any], diffusers: Any) -> Tensor:
     """The scheduler's own ᾱ table; for a bare config, the one a ``DDPMScheduler`` builds from it."""
     table = getattr(scheduler, "alphas_cumprod", None)
@@ -121,6 +154,7 @@ def from_unet(
     """
     diffusers = _import_diffusers()
     config = _config(scheduler)
+    _check_convertible(scheduler, config)
     prediction_type = check_choice("prediction_type", config.get("prediction_type", "epsilon"), PREDICTION_TYPES)
     abar = _alphas_cumprod(scheduler, config, diffusers)
     num_train_timesteps = config.get("num_train_timesteps", abar.numel())
