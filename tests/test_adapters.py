@@ -529,7 +529,7 @@ def test_diffusers_schedulers_without_a_ddpm_schedule_are_refused_not_misread(ki
     from adapters.diffusers import from_unet
 
     scheduler = getattr(diffusers, kind)()
-    with pytest.raises(ValueError, match=r"has no DDPM noise schedule .* flow-matching and EDM σ-parameterised"):
+    with pytest.raises(ValueError, match=r"has no DDPM noise schedule .* flow-matching, EDM σ-parameterised"):
         from_unet(zeros_model, scheduler.config if as_config else scheduler)
 
 
@@ -546,3 +546,44 @@ def test_diffusers_clipping_schedulers_warn_and_others_do_not():
         from_unet(zeros_model, diffusers.DDPMScheduler(clip_sample=False))
         from_unet(zeros_model, {"num_train_timesteps": 10})  # a bare config: DDPMScheduler's defaults, no clipping
         from_unet(zeros_model, diffusers.EulerDiscreteScheduler())  # σ keys beside betas: a DDPM schedule
+
+
+def test_from_unet_on_every_diffusers_scheduler_converts_the_levels_or_refuses_in_one_line():
+    """Each scheduler class of the installed diffusers, built with its defaults: read exactly (sdekit's levels are its
+    alphas_cumprod) or refused with one line naming it. Never read as something else."""
+    diffusers = pytest.importorskip("diffusers")
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+    from adapters.diffusers import from_unet
+
+    converted, refused, unbuildable = [], [], []
+    for name in sorted(n for n in dir(diffusers) if n.endswith("Scheduler")):
+        cls = getattr(diffusers, name)
+        if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # their own deprecation warnings
+                scheduler = cls()
+        except TypeError:  # needs arguments (token schedulers): nothing to convert from defaults
+            unbuildable.append(name)
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # clip_sample warnings are tested above
+                sde, _ = from_unet(zeros_model, scheduler)
+        except ValueError as error:
+            message = str(error)
+            assert (
+                "\n" not in message and message.startswith(f"scheduler {name} ")
+            ) or "alphas_cumprod reaches 0" in message
+            refused.append(name)
+            continue
+        table = scheduler.alphas_cumprod.to(torch.float64)  # to float64 round-off of sdekit's β round trip
+        torch.testing.assert_close(sde.alphas_cumprod, table, rtol=1e-12, atol=0, msg=name)
+        converted.append(name)
+    assert {"DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler"} <= set(converted)
+    assert {"FlowMatchEulerDiscreteScheduler", "EDMEulerScheduler", "ScoreSdeVeScheduler"} <= set(refused)
+    assert len(converted) + len(refused) >= 30, (converted, refused, unbuildable)
+    print(f"diffusers {diffusers.__version__}: {len(converted)} converted, {len(refused)} refused, "
+          f"{len(unbuildable)} need arguments: {unbuildable}")  # fmt: skip

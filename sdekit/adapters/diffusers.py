@@ -105,9 +105,9 @@ def _check_convertible(scheduler: Any, config: Mapping[str, Any]) -> None:
         convertible = isinstance(getattr(scheduler, "alphas_cumprod", None), Tensor)
     if not convertible:
         raise ValueError(
-            f"scheduler {name} has no DDPM noise schedule (alphas_cumprod / betas): flow-matching and EDM "
-            "σ-parameterised schedulers are not converted by from_unet; it reads DDPM-style schedulers (DDPM, DDIM, "
-            "DPM-Solver, PNDM, Euler on betas, ...)"
+            f"scheduler {name} has no DDPM noise schedule (alphas_cumprod / betas), so from_unet cannot read its "
+            "levels: flow-matching, EDM σ-parameterised, continuous-time and token schedulers are not converted; it "
+            "reads DDPM-style schedulers (DDPM, DDIM, DPM-Solver, PNDM, Euler on betas, ...)"
         )
     clipping = [key for key in ("clip_sample", "thresholding") if config.get(key)]
     if clipping:
