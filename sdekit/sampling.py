@@ -684,7 +684,8 @@ def pc_sample(
     draw reproducible: one ``torch.Generator`` for the batch (default None: the global RNG), or
     one per sample — a list of B generators or of B int seeds (see
     :class:`sdekit.per_sample.SampleGenerators`) — so that a sample depends only on its own seed,
-    at any batch size and position. Two methods cannot honour that and refuse it: the batch-mean
+    at any batch size and position (up to rounding, which the adaptive solvers' step control
+    amplifies: see the Reproducibility page). Two methods cannot honour that and refuse it: the batch-mean
     ``langevin`` corrector (one step size for the batch; use ``langevin_per_sample``) and torchsde's
     methods (one Brownian path for the batch). ``device`` and ``dtype`` are the state's: by default
     x_T's dtype, else the network's (the first floating parameter of a score that is an
