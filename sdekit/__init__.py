@@ -7,7 +7,7 @@ See docs/design.md for the layout and the conventions every public function keep
 """
 
 from sdekit.checks import ScoreError
-from sdekit.grids import make_grid
+from sdekit.grids import from_sigmas, make_grid
 from sdekit.guidance import ClassifierFreeGuidance, ClassifierGuidance, PosteriorSampling
 from sdekit.likelihood import LikelihoodInfo, bits_per_dim, log_likelihood, uniform_dequantize
 from sdekit.losses import ddpm_loss, dsm_loss, smld_loss
@@ -46,6 +46,7 @@ __all__ = [
     "reverse",
     "probability_flow",
     "make_grid",
+    "from_sigmas",
     "SampleInfo",
     "SampleGenerators",
     "pc_sample",

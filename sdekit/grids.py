@@ -116,6 +116,11 @@ def check_grid(grid: object, sde: SDE) -> Tensor:
     return grid
 
 
+#: How far above σ̃(T) a first noise level may lie and still mean T: σ-grids built in float32 (diffusers'
+#: schedulers, k-diffusion on a float32 table) round at ~6e-8 relative.
+_SIGMA_RTOL = 1e-6
+
+
 def from_sigmas(sde: SDE, sigmas: Tensor | Sequence[float]) -> Tensor:
     """The times at which the noise level σ(t)/α(t) is each of ``sigmas``: a grid for ``grid=``.
 
@@ -124,10 +129,11 @@ def from_sigmas(sde: SDE, sigmas: Tensor | Sequence[float]) -> Tensor:
     σ_min, σ_max)``. A last entry 0 (k-diffusion's convention, whose last step lands on the
     denoised estimate) is dropped: sdekit's final denoising step (``denoise=True``, the default)
     is that step, so the NFE is the same. ``sde``: a :class:`~sdekit.sde.LinearSDE`; every σ̃ must
-    lie within its range, (σ̃(0), σ̃(T)] (a value above σ̃(T) would start before T).
+    lie within its range, (σ̃(0), σ̃(T)] (a value above σ̃(T) would start before T; within 1e-6
+    relative of σ̃(T) is T, for σ-grids computed in float32).
 
     Returns float64 times, decreasing, with ``len(sigmas)`` points (one fewer with a trailing 0);
-    converting back gives ``sigmas`` to 1e-9 relative.
+    converting back gives ``sigmas`` to 1e-9 relative (the first to 1e-6 when pinned to T).
     """
     linear = _linear("from_sigmas", sde)
     try:
@@ -150,7 +156,7 @@ def from_sigmas(sde: SDE, sigmas: Tensor | Sequence[float]) -> Tensor:
         raise ValueError("sigmas must be finite, positive (but a last 0) and strictly decreasing")
     ends = (-linear.log_snr(torch.tensor([sde.T, 0.0], dtype=torch.float64))).exp()  # σ̃(T), σ̃(0)
     top, bottom = float(ends[0]), float(ends[1])
-    if float(levels[0]) > top * (1 + 1e-9):
+    if float(levels[0]) > top * (1 + _SIGMA_RTOL):
         raise ValueError(
             f"sigmas[0] = {float(levels[0]):.6g} is above the SDE's largest noise level σ(T)/α(T) = {top:.6g}"
         )
@@ -159,6 +165,6 @@ def from_sigmas(sde: SDE, sigmas: Tensor | Sequence[float]) -> Tensor:
             f"sigmas[-1] = {float(levels[-1]):.6g} is not above the SDE's smallest noise level σ(0)/α(0) = {bottom:.6g}"
         )
     times = linear.t_from_log_snr(-levels.log())
-    if math.isclose(float(levels[0]), top, rel_tol=1e-9):
+    if math.isclose(float(levels[0]), top, rel_tol=_SIGMA_RTOL):
         times[0] = sde.T
     return check_grid(times, sde)

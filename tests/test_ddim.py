@@ -134,7 +134,7 @@ def test_on_ve_ddim_is_k_diffusions_euler_ancestral_on_its_sigmas(eta: float) ->
     x ← x + d (σ_down − σ) + σ_up z; its last step, to σ = 0, lands on D: sdekit's final denoising."""
     sde = VESDE()
     sigmas = karras_sigmas(8, 0.02, sde.sigma_max)
-    grid = sdekit.grids.from_sigmas(sde, sigmas)
+    grid = sdekit.from_sigmas(sde, sigmas)
     assert grid.numel() == sigmas.numel() - 1 and grid[0] == sde.T
     score = MIXTURE.score(sde)
     x_T = sde.prior_sample((4, 2), generator=torch.Generator().manual_seed(3), dtype=F64)
@@ -154,7 +154,7 @@ def test_on_ve_ddim_is_k_diffusions_euler_ancestral_on_its_sigmas(eta: float) ->
 
 
 def test_from_sigmas_inverts_the_noise_level_and_names_what_it_refuses() -> None:
-    from sdekit.grids import from_sigmas
+    from sdekit import from_sigmas
 
     for name, make in SDES.items():
         sde = make()

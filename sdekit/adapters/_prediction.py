@@ -31,7 +31,7 @@ def resolve_num_timesteps(sde: sdekit.LinearSDE, num_timesteps: int | None, time
     own = sde.num_timesteps if isinstance(sde, sdekit.DiscreteVPSDE) else None
     if num_timesteps is None:
         return own if own is not None else 1000
-    if own is not None and num_timesteps != own and time_label == "index":
+    if own is not None and num_timesteps != own and time_label in ("index", "fractional"):
         raise ValueError(
             f"num_timesteps={num_timesteps!r} disagrees with the DiscreteVPSDE's {own} trained levels; "
             "leave num_timesteps unset to use the SDE's"
@@ -62,7 +62,7 @@ class PredictionScore(PerSampleKwargs, torch.nn.Module, abc.ABC):
         super().__init__()
         self.model = check_network(self.network_name, model)
         self.sde = check_linear_sde(sde)
-        self.labels = TimeLabels(time_label, resolve_num_timesteps(self.sde, num_timesteps, time_label))
+        self.labels = TimeLabels(time_label, resolve_num_timesteps(self.sde, num_timesteps, time_label), self.sde)
         self.model_kwargs = check_model_kwargs(model_kwargs)
 
     def extra_repr(self) -> str:

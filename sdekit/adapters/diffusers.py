@@ -147,8 +147,10 @@ def from_unet(
             ``unet(x, t, **kwargs)`` returning ``.sample``, a tuple or a tensor).
         scheduler: a ``DDPMScheduler``/``DDIMScheduler``-style scheduler or its ``config``;
             ``prediction_type`` must be "epsilon", "sample" or "v_prediction".
-        time_label: ``"index"`` (default: integer timesteps, as diffusers trains) or
-            ``"continuous"`` (t·(N − 1)) for UNets trained on continuous timesteps.
+        time_label: ``"index"`` (default: integer timesteps, as diffusers trains), ``"fractional"``
+            (the real-valued timestep of σ̃(t), interpolated in log σ̃ as diffusers' σ-schedulers do:
+            to sample between the trained levels, e.g. on a Karras σ-grid) or ``"continuous"``
+            (t·(N − 1)) for UNets trained on continuous timesteps.
         model_kwargs: conditioning passed to every UNet call, e.g.
             ``{"class_labels": y}`` or ``{"encoder_hidden_states": emb}``.
     """
@@ -174,8 +176,18 @@ def timestep_grid(scheduler: Any) -> Tensor:
 
     Pass it as ``grid=`` to an sdekit sampler to step exactly on those trained levels; the
     last point is the level of timestep 0, and ``denoise=True`` then takes DDPM's final step.
+    A σ-scheduler whose timesteps are fractional (``EulerDiscreteScheduler`` with Karras σ, ...)
+    gives the times of its ``sigmas`` instead (:func:`sdekit.from_sigmas`; its last σ = 0 is
+    the final denoising step); sample it with ``from_unet(..., time_label="fractional")``.
     """
     timesteps = getattr(scheduler, "timesteps", None)
     if not isinstance(timesteps, Tensor):
         raise TypeError("scheduler has no timesteps tensor; call scheduler.set_timesteps(n) first")
+    if bool((timesteps != timesteps.round()).any()):  # a σ-scheduler between trained levels (Karras σ, ...)
+        sigmas = getattr(scheduler, "sigmas", None)
+        if not isinstance(sigmas, Tensor):
+            raise ValueError("scheduler has fractional timesteps but no sigmas: sdekit cannot place them")
+        config = _config(scheduler)
+        sde = sdekit.DiscreteVPSDE(_alphas_cumprod(scheduler, config, _import_diffusers()))
+        return sdekit.from_sigmas(sde, sigmas.detach().to("cpu", torch.float64))
     return index_times(timesteps, int(_config(scheduler)["num_train_timesteps"]))
