@@ -99,24 +99,41 @@ def check_generator(name: str, generator: object) -> None:
         )
 
 
-def state_dtype(dtype: object, x: object = None, network: object = None) -> torch.dtype:
-    """A sampler's state dtype: ``dtype`` if given, else the dtype of the given state ``x``, else that of
-    ``network``'s first floating parameter (an ``nn.Module``), else float32.
+def state_dtype(dtype: object, x: object = None, network: object = None, x_name: str = "x_T") -> torch.dtype:
+    """A sampler's state dtype: ``dtype`` if given, else the dtype of the given state ``x`` and of ``network``
+    (its first floating parameter, looking through wrappers that hold the network's score as ``.score``, as
+    the guidance transforms do) — which must then agree — else float32.
 
-    So a float64 x_T stays float64 and a bfloat16 network gets a bfloat16 state without being told.
-    A ``dtype`` that is not a floating-point ``torch.dtype`` is refused naming ``dtype``.
+    So a float64 x_T stays float64 with an exact or functional score, and a bfloat16 network gets a
+    bfloat16 state without being told. A state and a network of different dtypes are refused naming
+    ``dtype`` (the network could not take the state); so is a ``dtype`` that is not a floating-point one.
     """
     if dtype is not None:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point torch.dtype (e.g. torch.float32), got {dtype!r}")
         return dtype
-    if isinstance(x, Tensor) and x.is_floating_point():
-        return x.dtype
-    if isinstance(network, torch.nn.Module):
-        for parameter in network.parameters():
-            if parameter.is_floating_point():
-                return parameter.dtype
-    return torch.float32
+    given = x.dtype if isinstance(x, Tensor) and x.is_floating_point() else None
+    own = _network_dtype(network)
+    if given is not None and own is not None and given != own:
+        raise TypeError(
+            f"{x_name} is {given} but the network's parameters are {own}: pass dtype= (e.g. dtype={own}, the state "
+            f"in the network's dtype) or convert one of them"
+        )
+    return given or own or torch.float32
+
+
+def _network_dtype(network: object, depth: int = 4) -> torch.dtype | None:
+    """The dtype of the first floating parameter of ``network`` or of the score it wraps (``.score``), if any."""
+    for _ in range(depth):
+        if isinstance(network, torch.nn.Module):
+            for parameter in network.parameters():
+                if parameter.is_floating_point():
+                    return parameter.dtype
+            return None
+        network = getattr(network, "score", None)
+        if network is None:
+            return None
+    return None
 
 
 def available_memory() -> int | None:

@@ -80,7 +80,8 @@ class SampleGenerators:
     not depend on which others are still running.
 
     Args:
-        generators: B generators, all on one device (the device the samples live on).
+        generators: B generators, all on one device (draws are made there and moved to the samples'
+            device: CPU generators serve CUDA samples, as in diffusers).
     """
 
     def __init__(self, generators: Sequence[torch.Generator]) -> None:
@@ -116,9 +117,9 @@ class SampleGenerators:
         shape = tuple(shape)
         if shape[0] != len(self):
             raise ValueError(f"generator: {len(self)} per-sample generators for a batch of {shape[0]} samples")
-        if not _same_device(torch.device(device), self.device):
-            raise ValueError(f"generator: the per-sample generators are on {self.device}, the samples on {device}")
-        return torch.stack([draw(shape[1:], generator=g, device=device, dtype=dtype) for g in self.generators])
+        # drawn where the generators live and moved (CPU generators for CUDA samples, as diffusers does)
+        rows = [draw(shape[1:], generator=g, device=self.device, dtype=dtype) for g in self.generators]
+        return torch.stack(rows).to(device)
 
     def select(self, rows: Tensor, batch_size: int) -> SampleGenerators:
         """The generators of ``rows`` (positions in the batch of ``batch_size`` these were made for)."""
@@ -187,6 +188,8 @@ def randn(
     """``torch.randn(shape)`` from one generator, or row by row from per-sample ones."""
     if isinstance(generator, SampleGenerators):
         return generator.randn(shape, device=device, dtype=dtype)
+    if generator is not None and not _same_device(generator.device, torch.device(device)):
+        return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
     return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
 
 
@@ -196,4 +199,6 @@ def rand(
     """``torch.rand(shape)`` (uniform on [0, 1)) from one generator, or row by row from per-sample ones."""
     if isinstance(generator, SampleGenerators):
         return generator.rand(shape, device=device, dtype=dtype)
+    if generator is not None and not _same_device(generator.device, torch.device(device)):
+        return torch.rand(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
     return torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)

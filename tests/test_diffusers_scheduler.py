@@ -130,3 +130,71 @@ def test_pipeline_sample_runs_any_method_with_per_sample_seeds() -> None:
     assert flow.shape == (2, *SHAPE[1:])
     with pytest.raises(ValueError, match="method 'dopri9'"):
         pipeline_sample(pipe, 1, method="dopri9")
+
+
+def test_an_img2img_start_part_way_begins_multistep_methods_at_first_order() -> None:
+    """Pipelines that edit an image step from ``timesteps[k:]``: a fresh run there, as diffusers' 2M starts
+    (``set_begin_index``), not a second-order step on a history the method never had."""
+    unet = tiny_unet()
+    dpm = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    dpm.set_timesteps(10)
+    dpm.set_begin_index(3)
+    mine = SdekitScheduler.from_config(dpm.config, method="dpmpp_2m", method_options={"lower_order_final": False})
+    mine.set_timesteps(timesteps=dpm.timesteps.tolist())
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(6))
+    start = mine.add_noise(x, torch.randn(SHAPE, generator=torch.Generator().manual_seed(7)), dpm.timesteps[3:4])
+    ours, theirs = start, start
+    with torch.no_grad():
+        for t in dpm.timesteps[3:]:
+            ours = mine.step(unet(ours, t).sample, t, ours).prev_sample
+            theirs = dpm.step(unet(theirs, t).sample, t, theirs).prev_sample
+            assert relative(ours, theirs) <= 1e-5
+
+
+def test_add_noise_pred_original_sample_and_v_prediction_agree_with_diffusers() -> None:
+    unet = tiny_unet()
+    ddim = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False,
+                                   prediction_type="v_prediction")  # fmt: skip
+    mine = SdekitScheduler.from_config(ddim.config, method="ddim")
+    assert mine.config["prediction_type"] == "v_prediction"
+    x0, noise = (torch.randn(SHAPE, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    timesteps = torch.tensor([999, 500, 3])
+    torch.testing.assert_close(mine.add_noise(x0, noise, timesteps), ddim.add_noise(x0, noise, timesteps))
+    ddim.set_timesteps(8)
+    mine.set_timesteps(8)
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3))
+    ours, theirs = x, x
+    with torch.no_grad():
+        for t in ddim.timesteps:
+            a, b = mine.step(unet(ours, t).sample, t, ours), ddim.step(unet(theirs, t).sample, t, theirs)
+            assert relative(a.pred_original_sample, b.pred_original_sample) <= 1e-5
+            assert relative(a.prev_sample, b.prev_sample) <= 1e-5
+            ours, theirs = a.prev_sample, b.prev_sample
+
+
+def test_a_scheduler_used_twice_gives_the_same_run_and_refuses_what_it_would_ignore() -> None:
+    unet = tiny_unet()
+    pipe = diffusers.DDPMPipeline(unet=unet, scheduler=SdekitScheduler(method="dpmpp_2m"))
+    options = {"batch_size": 2, "num_inference_steps": 6, "output_type": "pt"}
+    first = pipe(generator=torch.Generator().manual_seed(0), **options).images
+    again = pipe(generator=torch.Generator().manual_seed(0), **options).images  # no history carried over
+    assert torch.equal(first, again)
+    scheduler = SdekitScheduler(method="ancestral")
+    scheduler.set_timesteps(4)
+    x, out = torch.zeros(SHAPE), torch.zeros(SHAPE)
+    with pytest.raises(TypeError, match="int seeds would be seeded afresh at every step"):
+        scheduler.step(out, scheduler.timesteps[0], x, generator=[1, 2, 3])
+    with pytest.raises(ValueError, match=r"step\(eta=1.0\) differs from the scheduler's method 'ancestral'"):
+        scheduler.step(out, scheduler.timesteps[0], x, eta=1.0)
+    with pytest.raises(ValueError, match="use_clipped_model_output=True"):
+        scheduler.step(out, scheduler.timesteps[0], x, use_clipped_model_output=True)
+    with pytest.raises(ValueError, match="steps_offset=1 puts the timesteps past the last trained one"):
+        SdekitScheduler(timestep_spacing="leading", steps_offset=1).set_timesteps(1000)
+    with pytest.raises(ValueError, match="variance_type='learned_range'"):
+        SdekitScheduler.from_config(diffusers.DDPMScheduler(clip_sample=False, variance_type="learned_range").config)
+    with pytest.warns(UserWarning, match="set_alpha_to_one=False"):
+        SdekitScheduler.from_config(diffusers.DDIMScheduler(clip_sample=False, set_alpha_to_one=False).config)
+    latent = diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler(clip_sample=False))
+    latent.vae = torch.nn.Identity()  # a latent pipeline's decoder
+    with pytest.raises(ValueError, match="pipeline has a vae"):
+        pipeline_sample(latent, 1)

@@ -77,7 +77,7 @@ def test_state_dtype_order_and_refusal() -> None:
     module = TinyEps().double()
     assert state_dtype(None) == torch.float32
     assert state_dtype(None, None, module) == torch.float64
-    assert state_dtype(None, torch.zeros(1, dtype=torch.float16), module) == torch.float16
+    assert state_dtype(None, torch.zeros(1, dtype=torch.float16)) == torch.float16
     assert state_dtype(torch.bfloat16, torch.zeros(1, dtype=torch.float16), module) == torch.bfloat16
     assert state_dtype(None, torch.zeros(1, dtype=torch.int64), module) == torch.float64  # not a state's dtype
     for bad in (torch.int32, "float32", float):
@@ -85,3 +85,33 @@ def test_state_dtype_order_and_refusal() -> None:
             state_dtype(bad)
     with pytest.raises(TypeError, match=r"dtype must be a floating-point torch\.dtype"):
         sample(VPSDE(), MIXTURE.score(VPSDE()), (2, 2), steps=3, dtype=torch.int64)
+
+
+def test_a_state_the_network_cannot_take_is_refused_naming_dtype() -> None:
+    """A float64 x_T for a float32 network crashed inside the network ("mat1 and mat2 must have the same dtype")."""
+    score = ddpm.EpsilonScore(TinyEps(), VPSDE())
+    x_T = torch.zeros(3, 2, dtype=torch.float64)
+    with pytest.raises(
+        TypeError, match=r"x_T is torch\.float64 but the network's parameters are torch\.float32: pass dtype="
+    ):
+        sample(VPSDE(), score, x_T=x_T, method="ancestral", steps=4)
+    out = sample(VPSDE(), score, x_T=x_T, method="ancestral", steps=4, dtype=torch.float32)  # as asked
+    assert out.dtype == torch.float32
+
+
+def test_guidance_wrappers_pass_the_network_s_dtype_through() -> None:
+    """A bfloat16 network behind classifier-free guidance gets a bfloat16 state (the wrapper is not a module)."""
+    from sdekit import ClassifierFreeGuidance
+
+    class Conditional(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.linear(x) * 0.1 + y[:, None].to(x.dtype) * 0.01
+
+    score = ddpm.EpsilonScore(Conditional().to(torch.bfloat16), VPSDE(), model_kwargs={"y": torch.ones(3)})
+    guided = ClassifierFreeGuidance(score, {"y": torch.zeros(3)}, scale=2.0)
+    x = sample(VPSDE(), guided, (3, 2), method="ancestral", steps=4, generator=torch.Generator().manual_seed(0))
+    assert x.dtype == torch.bfloat16 and torch.isfinite(x.float()).all()

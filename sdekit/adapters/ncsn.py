@@ -210,7 +210,7 @@ def annealed_langevin_sample(
             else next((p.device for p in score.parameters()), torch.device("cpu"))
         )
     generators = as_generators("generator", generator, device=device)
-    x = _initial_state(shape, x_init, generators, device, state_dtype(dtype, x_init, score))
+    x = _initial_state(shape, x_init, generators, device, state_dtype(dtype, x_init, score, x_name="x_init"))
     sigma_last = float(score.sigmas[-1])
     with torch.no_grad():
         for i, sigma in enumerate(score.sigmas.tolist()):

@@ -10,7 +10,9 @@ Two ways in:
   methods with one network call per step fit (``ddim``, ``ancestral``, ``dpmpp_2m``,
   ``dpmpp_3m``, ``dpmpp_2m_sde``, ``euler_maruyama``, ``reverse_diffusion``, ``euler``); the
   last timestep's step is sdekit's final denoising (x̂₀ there), which is also what diffusers'
-  DDIM and DPM-Solver schedulers return at the end.
+  DPM-Solver and DDIM (with ``set_alpha_to_one=True``; ``from_config`` warns otherwise) return
+  at the end. A run that starts part-way (img2img pipelines step from ``timesteps[k:]``) starts
+  the method afresh there, multistep methods at first order.
 * :func:`pipeline_sample` runs a pipeline's UNet through any sdekit method — adaptive ones
   included, which choose their own steps and so cannot be a scheduler — and returns images in
   [0, 1] as the pipeline would.
@@ -154,7 +156,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self.timesteps = torch.from_numpy(np.arange(num_train_timesteps)[::-1].copy())
         self.num_inference_steps: int | None = None
         self._run: Any = None
-        self._step_index = 0
+        self._step_index = self._start = 0
 
     @classmethod
     def from_config(cls, config: Any = None, return_unused_kwargs: bool = False, **kwargs: Any) -> SdekitScheduler:
@@ -166,6 +168,18 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 "samples can differ from that scheduler's (by up to the clipped amount)",
                 UserWarning,
                 stacklevel=2,
+            )
+        if source.get("set_alpha_to_one") is False:
+            warnings.warn(
+                "the scheduler config has set_alpha_to_one=False: its last step keeps the noise of ᾱ_0, while "
+                "SdekitScheduler's last step returns x̂₀ (the final denoising); the last state differs accordingly",
+                UserWarning,
+                stacklevel=2,
+            )
+        if source.get("variance_type") in ("learned", "learned_range"):
+            raise ValueError(
+                f"variance_type={source['variance_type']!r}: a UNet with a learned variance outputs 2C channels; "
+                "SdekitScheduler takes the prediction only: use pipeline_sample (from_unet keeps the mean channels)"
             )
         if return_unused_kwargs:
             raise TypeError("SdekitScheduler.from_config does not return unused kwargs; drop return_unused_kwargs")
@@ -195,9 +209,14 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             if n > n_train:
                 raise ValueError(f"num_inference_steps={n} exceeds num_train_timesteps={n_train}")
             chosen = _spaced(str(self.config["timestep_spacing"]), n, n_train, int(self.config["steps_offset"]))
+        if chosen.max() >= n_train:
+            raise ValueError(
+                f"steps_offset={self.config['steps_offset']} puts the timesteps past the last trained one "
+                f"({n_train - 1}): lower steps_offset or num_inference_steps"
+            )
         self.num_inference_steps = int(chosen.size)
         self.timesteps = torch.from_numpy(chosen).to(device)
-        self._run, self._step_index = None, 0
+        self._run, self._step_index, self._start = None, 0, 0
 
     def scale_model_input(self, sample: Tensor, timestep: Any = None) -> Tensor:
         """The state as the network takes it: unchanged (the VP formulation needs no input scaling)."""
@@ -221,12 +240,22 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         """One step of the method from ``timestep`` to the next inference timestep (x̂₀ after the last)."""
         if self.num_inference_steps is None:
             raise RuntimeError("call set_timesteps(num_inference_steps) before step")
-        i = self._step_index
-        if i >= self.num_inference_steps or int(timestep) != int(self.timesteps[i]):
+        _check_step_options(self.config["method"], self.method, kwargs)
+        expected = self._step_index
+        i = expected if expected < self.num_inference_steps and int(timestep) == int(self.timesteps[expected]) else None
+        if i is None:
             i = self._index_of(timestep)
         grid = index_times(self.timesteps.cpu(), int(self.config["num_train_timesteps"]))
-        if self._run is None or i == 0:
-            self._run = self.method.start(self.sde, CountedScore(self.score), grid.to(sample.device), None)
+        if self._run is None or i == 0 or i != expected:
+            # a fresh run from this timestep on (img2img pipelines start part-way): multistep methods start at
+            # first order there, as diffusers' do, instead of reading a history they never had
+            self._run = self.method.start(self.sde, CountedScore(self.score), grid[i:].to(sample.device), None)
+            self._start = i
+        if isinstance(generator, list | tuple) and not all(isinstance(g, torch.Generator) for g in generator):
+            raise TypeError(
+                "generator of step must be a torch.Generator or a list of them (one per sample): int seeds would be "
+                "seeded afresh at every step, drawing the same noise each time"
+            )
         self._run.generator = as_generators("generator", generator, device=sample.device)
         t = grid[i : i + 1].to(sample.device).expand(sample.shape[0])
         self.network.output = model_output.to(sample.dtype)
@@ -237,7 +266,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             prev = denoised  # the final denoising step, x̂₀ at the last timestep
         else:
             self.network.output = model_output.to(sample.dtype)  # ... and served again to the method's own call
-            prev = self._run.step(sample, i)
+            prev = self._run.step(sample, i - self._start)
             self.network.output = None
         self._step_index = i + 1
         if not return_dict:
@@ -249,6 +278,16 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         if matches.numel() == 0:
             raise ValueError(f"timestep {int(timestep)} is not one of the scheduler's timesteps after set_timesteps")
         return int(matches[0, 0])
+
+
+def _check_step_options(name: str, method: Any, options: Mapping[str, Any]) -> None:
+    """Refuse ``step`` options a pipeline passes that the method would otherwise ignore (DDIMPipeline's ``eta``)."""
+    eta = options.get("eta")
+    if eta is not None and float(eta) != float(getattr(method, "eta", 0.0)):
+        where = "method_options={'eta': ...}" if name == "ddim" else "method='ddim' with method_options={'eta': ...}"
+        raise ValueError(f"step(eta={eta!r}) differs from the scheduler's method {name!r}; configure it: {where}")
+    if options.get("use_clipped_model_output"):
+        raise ValueError("use_clipped_model_output=True: SdekitScheduler does not clip x̂₀")
 
 
 def _spaced(spacing: str, n: int, n_train: int, offset: int) -> np.ndarray:
@@ -281,6 +320,11 @@ def pipeline_sample(
     ``DDPMPipeline`` post-processes.
     """
     batch_size = check_positive_int("batch_size", batch_size)
+    if getattr(pipeline, "vae", None) is not None:
+        raise ValueError(
+            "pipeline has a vae (a latent pipeline): pipeline_sample returns pixel-space images of pixel UNets; "
+            "sample the latents with sdekit and decode them with the pipeline's vae"
+        )
     unet = pipeline.unet
     sde, score = from_unet(unet, pipeline.scheduler, model_kwargs=model_kwargs)
     size = unet.config.sample_size
