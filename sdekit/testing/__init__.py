@@ -17,9 +17,10 @@ Typical use::
     print(report)
     assert report.at_floor()
 
-The package has two parts: :mod:`sdekit.testing.oracle` (the exact distributions) and
+The package has three parts: :mod:`sdekit.testing.oracle` (the exact distributions),
 :mod:`sdekit.testing.metrics` (the metrics, their finite-sample floors and the calibrated rule
-of :meth:`QualityReport.at_floor`); everything is importable from here.
+of :meth:`QualityReport.at_floor`), importable from here, and :mod:`sdekit.testing.suite` (named
+problems — narrow, anisotropic, imbalanced, image-shaped, 256-D, ring — under each SDE family).
 """
 
 from sdekit.testing.metrics import (
