@@ -109,10 +109,6 @@ class SampleGenerators:
         """A standard normal draw of ``shape`` = (B, *event): row b from generator b."""
         return self._rows(torch.randn, shape, device, dtype)
 
-    def rand(self, shape: Sequence[int], *, device: torch.device | str, dtype: torch.dtype) -> Tensor:
-        """A uniform [0, 1) draw of ``shape`` = (B, *event): row b from generator b."""
-        return self._rows(torch.rand, shape, device, dtype)
-
     def _rows(self, draw: Any, shape: Sequence[int], device: torch.device | str, dtype: torch.dtype) -> Tensor:
         shape = tuple(shape)
         if shape[0] != len(self):
@@ -186,19 +182,22 @@ def randn(
     shape: Sequence[int], generator: Generators | None, *, device: torch.device | str, dtype: torch.dtype
 ) -> Tensor:
     """``torch.randn(shape)`` from one generator, or row by row from per-sample ones."""
-    if isinstance(generator, SampleGenerators):
-        return generator.randn(shape, device=device, dtype=dtype)
-    if generator is not None and not _same_device(generator.device, torch.device(device)):
-        return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
-    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return _draw(torch.randn, shape, generator, torch.device(device), dtype)
 
 
 def rand(
     shape: Sequence[int], generator: Generators | None, *, device: torch.device | str, dtype: torch.dtype
 ) -> Tensor:
     """``torch.rand(shape)`` (uniform on [0, 1)) from one generator, or row by row from per-sample ones."""
+    return _draw(torch.rand, shape, generator, torch.device(device), dtype)
+
+
+def _draw(
+    draw: Any, shape: Sequence[int], generator: Generators | None, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """``draw(shape)`` from ``generator``: per-sample rows, or drawn on the generator's device and moved."""
     if isinstance(generator, SampleGenerators):
-        return generator.rand(shape, device=device, dtype=dtype)
-    if generator is not None and not _same_device(generator.device, torch.device(device)):
-        return torch.rand(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
-    return torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
+        return generator._rows(draw, shape, device, dtype)
+    if generator is not None and not _same_device(generator.device, device):
+        return draw(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
+    return draw(tuple(shape), generator=generator, device=device, dtype=dtype)
