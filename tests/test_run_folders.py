@@ -287,3 +287,31 @@ def test_small_requests_are_not_checked_and_the_threshold_is_exact(monkeypatch: 
     assert reads == []  # below the threshold the kernel's figure is not even read
     with pytest.raises(checks.EstimateError, match=r"x would need about 67\.1 MB of host memory; 0 B is available"):
         checks.check_fits("x", checks.UNCHECKED_BYTES, "")
+
+
+def test_per_sample_seeds_make_the_samples_independent_of_the_chunk_size(tmp_path: Path) -> None:
+    def samples(chunk: int, *flags: str) -> np.ndarray:
+        out = tmp_path / f"c{chunk}{''.join(flags)}"
+        assert main(["sample", *GMM, "-n", "12", "--chunk", str(chunk), *flags, "--out", str(out)]) == 0
+        with np.load(out / run.SAMPLES_FILE) as data:
+            return data["samples"]
+
+    # another chunking, the same samples up to float32 rounding (a row rounds by its position in the batch: 1e-6)
+    per_sample = samples(4, "--per-sample-seeds")
+    np.testing.assert_allclose(samples(5, "--per-sample-seeds"), per_sample, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(samples(12, "--per-sample-seeds"), per_sample, rtol=1e-5, atol=1e-5)
+    assert not np.array_equal(samples(4), samples(5))  # seeded per chunk, the chunking is part of the result
+    assert not np.array_equal(per_sample, samples(4))
+    config = run.read_config(tmp_path / "c4--per-sample-seeds" / run.CONFIG_FILE)
+    assert config.seeds == "sample" and run.read_config(tmp_path / "c4" / run.CONFIG_FILE).seeds == "chunk"
+    assert "seeds" not in run.read_config(tmp_path / "c4" / run.CONFIG_FILE).identity()  # old digests hold
+
+
+def test_per_sample_seeds_with_a_method_that_draws_for_the_batch_is_one_line(sdekit_cli: Cli, tmp_path: Path) -> None:
+    for method, words in [
+        ("pc", "the langevin corrector takes one step size"),
+        ("torchsde:euler", "one Brownian path"),
+    ]:
+        result = sdekit_cli("sample", "--model", "gmm2d", "--method", method, "-n", "4", "--per-sample-seeds",
+                            "--quiet", "--no-eval", "--out", str(tmp_path / method.replace(":", "_")))  # fmt: skip
+        one_line(result, 2, f"--per-sample-seeds: {words}" if method == "pc" else words)

@@ -123,7 +123,17 @@ def _sample_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--num-samples", dest="num", type=int, default=256, help="number of samples (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed; chunk k uses a generator seeded by (seed, k)")
     p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
-    p.add_argument("--chunk", type=int, default=256, help="samples per chunk (default 256); results depend on it")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=256,
+        help="samples per chunk (default 256); results depend on it unless --per-sample-seeds",
+    )
+    p.add_argument(
+        "--per-sample-seeds",
+        action="store_true",
+        help="one generator per sample, seeded by (seed, index): samples independent of --chunk, --procs",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: cuda when available)")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="state dtype (default float32)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1); CPU bits depend on it")
@@ -279,6 +289,17 @@ def _check_resources(out: Path, config: Any, model: Any, device: str) -> None:
     check_fits(f"--chunk {config.chunk}", need, "use a smaller --chunk", torch.device(device))
 
 
+def _check_per_sample_seeds(method: str, options: dict[str, Any]) -> None:
+    """Refuse --per-sample-seeds for the methods that draw for the whole batch at once (before any work)."""
+    if method.startswith("torchsde:"):
+        raise UserError(f"--per-sample-seeds: method {method!r} draws one Brownian path for the whole batch")
+    if method == "pc" and options.get("corrector", "langevin") == "langevin":
+        raise UserError(
+            "--per-sample-seeds: the langevin corrector takes one step size for the whole batch; "
+            "use --corrector langevin_per_sample (or annealed_langevin)"
+        )
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """``sdekit sample``: compute missing chunks (this rank's share), then merge, draw and evaluate on rank 0."""
     from sdekit.app import distributed, run
@@ -314,8 +335,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         model=args.model, method=args.method, num=args.num, chunk=args.chunk, seed=args.seed,
         shape=list(model.event_shape), dtype=args.dtype, device=device.split(":")[0], options=options,
         weights=args.weights, weights_sha256=model.weights_digest(args.weights), threads=args.threads,
-        sdekit_version=__version__, condition=condition.to_json(),
+        sdekit_version=__version__, condition=condition.to_json(), seeds="sample" if args.per_sample_seeds else "chunk",
     )  # fmt: skip
+    if args.per_sample_seeds:
+        _check_per_sample_seeds(args.method, options)
     if args.procs < 1:
         raise UserError(f"--procs must be >= 1, got {args.procs}")
     if args.procs > 1 and "WORLD_SIZE" not in os.environ:  # validated above: launch the workers

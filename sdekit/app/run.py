@@ -112,11 +112,16 @@ class RunConfig:
     sdekit_version: str = ""
     #: A conditional run's :class:`sdekit.app.conditioning.Condition` as JSON ({} for an unconditional one).
     condition: dict[str, Any] = field(default_factory=dict)
+    #: "chunk": one generator per chunk, seeded by (seed, k); "sample": one per sample, seeded by (seed, i),
+    #: so a sample does not depend on --chunk or --procs.
+    seeds: str = "chunk"
 
     def __post_init__(self) -> None:
         check_positive_int("num", self.num)
         check_positive_int("chunk", self.chunk)
         check_nonnegative_int("seed", self.seed)
+        if self.seeds not in SEEDINGS:
+            raise ValueError(f"seeds must be one of {', '.join(SEEDINGS)}, got {self.seeds!r}")
 
     @classmethod
     def from_json(cls, text: str, source: str) -> RunConfig:
@@ -148,6 +153,8 @@ class RunConfig:
         data = json.loads(json.dumps(asdict(self), sort_keys=True, default=str))
         if not data.get("condition"):  # unconditional runs keep the identity (and chunk digests) they had
             data.pop("condition", None)
+        if data.get("seeds") == "chunk":  # so do runs seeded per chunk, as every run was before "seeds" existed
+            data.pop("seeds")
         return {k: v for k, v in data.items() if k not in _VOLATILE}
 
     def digest(self) -> str:
@@ -155,12 +162,23 @@ class RunConfig:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
 
 
+#: How a run seeds its draws (:attr:`RunConfig.seeds`).
+SEEDINGS = ("chunk", "sample")
+
 _REQUIRED = tuple(f.name for f in fields(RunConfig) if f.default is MISSING and f.default_factory is MISSING)
 
 
 def chunk_seed(seed: int, k: int) -> int:
     """The 63-bit seed of chunk ``k``'s generator, derived from ``(seed, k)`` by NumPy's SeedSequence."""
     words = np.random.SeedSequence([seed, k]).generate_state(2, np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+def sample_seed(seed: int, i: int) -> int:
+    """The 63-bit seed of sample ``i``'s generator (``seeds="sample"``), from ``(seed, i)`` by SeedSequence.
+
+    Keyed by three words, so it never coincides with a :func:`chunk_seed`."""
+    words = np.random.SeedSequence([seed, 1, i]).generate_state(2, np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
 
 
@@ -438,15 +456,21 @@ def run_chunks(
     """Compute (and write) each chunk in ``chunks`` that is not already done; return those computed.
 
     ``sample_fn(k, n, generator)`` returns chunk k's ``n`` samples, drawing every random
-    number from ``generator`` (seeded by :func:`chunk_seed`). ``on_chunk(k, computed)`` is
-    called after each chunk, e.g. to advance a progress bar.
+    number from ``generator``: one seeded by :func:`chunk_seed`, or with ``config.seeds ==
+    "sample"`` a list of one per sample seeded by :func:`sample_seed` of its index in the run.
+    ``on_chunk(k, computed)`` is called after each chunk, e.g. to advance a progress bar.
     """
     computed = []
     for k in chunks:
         done = load_chunk(out, config, k, warn=warn) is not None
         if not done:
-            generator = torch.Generator(device=device).manual_seed(chunk_seed(config.seed, k))
-            x = sample_fn(k, chunk_size(config.num, config.chunk, k), generator)
+            n = chunk_size(config.num, config.chunk, k)
+            generator: Any = torch.Generator(device=device).manual_seed(chunk_seed(config.seed, k))
+            if config.seeds == "sample":
+                first = k * config.chunk
+                generator = [torch.Generator(device=device).manual_seed(sample_seed(config.seed, first + j))
+                             for j in range(n)]  # fmt: skip
+            x = sample_fn(k, n, generator)
             save_chunk(out, config, k, x)
             computed.append(k)
         if on_chunk is not None:
