@@ -175,10 +175,11 @@ def chunk_seed(seed: int, k: int) -> int:
 
 
 def sample_seed(seed: int, i: int) -> int:
-    """The 63-bit seed of sample ``i``'s generator (``seeds="sample"``), from ``(seed, i)`` by SeedSequence.
+    """The 63-bit seed of sample ``i``'s generator (``seeds="sample"``): child ``i`` of ``SeedSequence(seed)``.
 
-    Keyed by three words, so it never coincides with a :func:`chunk_seed`."""
-    words = np.random.SeedSequence([seed, 1, i]).generate_state(2, np.uint32)
+    Its spawn key keeps it apart from every :func:`chunk_seed` (whose ``[seed, k]`` entropy is padded
+    with zeros, so a third word of 0 would not have: ``[seed, 1, 0]`` mixes as ``[seed, 1]``)."""
+    words = np.random.SeedSequence(seed, spawn_key=(i,)).generate_state(2, np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
 
 
