@@ -49,8 +49,12 @@ def documented() -> set[str]:
 
 
 def resolve(dotted: str) -> object:
-    module, _, name = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    """The object a ``::: dotted.name`` renders: a module (imported, not only an attribute of its package) or a name."""
+    try:
+        return importlib.import_module(dotted)
+    except ModuleNotFoundError:
+        module, _, name = dotted.rpartition(".")
+        return getattr(importlib.import_module(module), name)
 
 
 def public_names() -> list[str]:
