@@ -105,22 +105,22 @@ class SampleGenerators:
     def __repr__(self) -> str:
         return f"SampleGenerators({len(self)} on {self.device})"
 
-    def randn(self, shape: Sequence[int], *, device: torch.device | str, dtype: torch.dtype) -> Tensor:
-        """A standard normal draw of ``shape`` = (B, *event): row b from generator b."""
-        return self._rows(torch.randn, shape, device, dtype)
+    def check_batch(self, batch: int) -> None:
+        """Raise, naming ``generator``, unless there is one generator per sample of a batch of ``batch``."""
+        if batch != len(self):
+            raise ValueError(f"generator: {len(self)} per-sample generators for a batch of {batch} samples")
 
-    def _rows(self, draw: Any, shape: Sequence[int], device: torch.device | str, dtype: torch.dtype) -> Tensor:
+    def draw(self, function: Any, shape: Sequence[int], device: torch.device | str, dtype: torch.dtype) -> Tensor:
+        """``function`` (``torch.randn``, ``torch.rand``) of ``shape`` = (B, *event), row b from generator b."""
         shape = tuple(shape)
-        if shape[0] != len(self):
-            raise ValueError(f"generator: {len(self)} per-sample generators for a batch of {shape[0]} samples")
+        self.check_batch(shape[0])
         # drawn where the generators live and moved (CPU generators for CUDA samples, as diffusers does)
-        rows = [draw(shape[1:], generator=g, device=self.device, dtype=dtype) for g in self.generators]
-        return torch.stack(rows).to(device)
+        drawn = [function(shape[1:], generator=g, device=self.device, dtype=dtype) for g in self.generators]
+        return torch.stack(drawn).to(device)
 
     def select(self, rows: Tensor, batch_size: int) -> SampleGenerators:
         """The generators of ``rows`` (positions in the batch of ``batch_size`` these were made for)."""
-        if batch_size != len(self):
-            raise ValueError(f"generator: {len(self)} per-sample generators for a batch of {batch_size} samples")
+        self.check_batch(batch_size)
         picked = SampleGenerators.__new__(SampleGenerators)
         picked.generators = [self.generators[i] for i in rows.tolist()]
         picked.device = self.device
@@ -138,14 +138,12 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
-def as_generators(
-    name: str, value: object, *, batch: int | None = None, device: torch.device | str = "cpu"
-) -> Generators | None:
+def as_generators(name: str, value: object, *, device: torch.device | str = "cpu") -> Generators | None:
     """``value`` as samplers use it: None, a ``torch.Generator``, or :class:`SampleGenerators`.
 
     Accepts None, one ``torch.Generator``, a :class:`SampleGenerators`, or a list or tuple of B
-    generators or of B integer seeds (seeded on ``device``); ``batch`` (when known) must equal B.
-    Anything else raises a one-line error naming ``name``.
+    generators or of B integer seeds (seeded on ``device``). Anything else raises a one-line error
+    naming ``name``; :meth:`SampleGenerators.check_batch` checks B against the batch.
     """
     if value is None or isinstance(value, torch.Generator):
         return value
@@ -168,8 +166,6 @@ def as_generators(
             f"{name} must be a torch.Generator, a list of one per sample (generators or int seeds) or None, got "
             f"{kind}; e.g. {name}=torch.Generator().manual_seed(0)"
         )
-    if batch is not None and len(value) != batch:
-        raise ValueError(f"{name}: {len(value)} per-sample generators for a batch of {batch} samples")
     return value
 
 
@@ -196,8 +192,10 @@ def _draw(
     draw: Any, shape: Sequence[int], generator: Generators | None, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
     """``draw(shape)`` from ``generator``: per-sample rows, or drawn on the generator's device and moved."""
+    if generator is None:  # the global RNG: the common case of every step, kept direct
+        return draw(tuple(shape), device=device, dtype=dtype)
     if isinstance(generator, SampleGenerators):
-        return generator._rows(draw, shape, device, dtype)
-    if generator is not None and not _same_device(generator.device, device):
+        return generator.draw(draw, shape, device, dtype)
+    if not _same_device(generator.device, device):
         return draw(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
     return draw(tuple(shape), generator=generator, device=device, dtype=dtype)

@@ -163,8 +163,8 @@ def _initial_state(
                 f"shape must be (batch, *event) with an event of at least one dimension, got {shape}; "
                 f"for scalar data use shape=({shape[0]}, 1)"
             )
-        _check_per_sample(generator, shape[0])
         if isinstance(generator, SampleGenerators):  # row b from generator b: the SDE's own prior, row by row
+            generator.check_batch(shape[0])
             rows = [
                 sde.prior_sample((1, *shape[1:]), generator=g, device=_device(score, device), dtype=dtype)
                 for g in generator.generators
@@ -179,17 +179,13 @@ def _initial_state(
         raise ValueError(f"x_T must have shape (batch, *event), got {tuple(x_T.shape)}; for scalar data use (batch, 1)")
     if x_T.device.type == "meta":
         raise ValueError("x_T is on device 'meta', which holds no data; give x_T on 'cpu' or 'cuda'")
-    _check_per_sample(generator, x_T.shape[0])
+    if isinstance(generator, SampleGenerators):
+        generator.check_batch(x_T.shape[0])
     finite = torch.isfinite(x_T).flatten(1).all(1)  # one host synchronisation, before any work
     if not bool(finite.all()):
         bad = int((~finite).nonzero()[0, 0])
         raise ValueError(f"x_T must be finite; sample {bad} (of {x_T.shape[0]}) contains NaN or Inf")
     return x_T.to(device=_device(score, device) if device is not None else x_T.device, dtype=dtype)
-
-
-def _check_per_sample(generator: Generators | None, batch: int) -> None:
-    if isinstance(generator, SampleGenerators) and len(generator) != batch:
-        raise ValueError(f"generator: {len(generator)} per-sample generators for a batch of {batch} samples")
 
 
 def _device(score: ScoreFn, device: torch.device | str | None) -> torch.device:

@@ -308,10 +308,14 @@ def test_per_sample_seeds_make_the_samples_independent_of_the_chunk_size(tmp_pat
 
 
 def test_per_sample_seeds_with_a_method_that_draws_for_the_batch_is_one_line(sdekit_cli: Cli, tmp_path: Path) -> None:
+    """The method's own refusal (it knows it couples the batch), in the flag's words, before any chunk is written."""
     for method, words in [
-        ("pc", "the langevin corrector takes one step size"),
-        ("torchsde:euler", "one Brownian path"),
+        ("pc", "Langevin couples the samples of a batch"),
+        ("torchsde:euler", "draws one Brownian path for the whole batch"),
     ]:
+        out = tmp_path / method.replace(":", "_")
         result = sdekit_cli("sample", "--model", "gmm2d", "--method", method, "-n", "4", "--per-sample-seeds",
-                            "--quiet", "--no-eval", "--out", str(tmp_path / method.replace(":", "_")))  # fmt: skip
-        one_line(result, 2, f"--per-sample-seeds: {words}" if method == "pc" else words)
+                            "--quiet", "--no-eval", "--out", str(out))  # fmt: skip
+        one_line(result, 2, "--per-sample-seeds: ")
+        assert words in result.err_lines[0]
+        assert not (out / "chunks").exists() or not any((out / "chunks").iterdir())

@@ -243,8 +243,8 @@ def _initial_state(
             raise TypeError("x_init must be a tensor of shape (batch, *event)")
         if shape is not None and tuple(shape) != tuple(x_init.shape):
             raise ValueError(f"shape {tuple(shape)} disagrees with x_init's shape {tuple(x_init.shape)}")
-        if isinstance(generator, SampleGenerators) and len(generator) != x_init.shape[0]:
-            raise ValueError(f"generator: {len(generator)} per-sample generators for a batch of {x_init.shape[0]}")
+        if isinstance(generator, SampleGenerators):
+            generator.check_batch(x_init.shape[0])
         return x_init.to(device=device, dtype=dtype)
     if shape is None:
         raise TypeError("give shape=(batch, *event) or x_init=")

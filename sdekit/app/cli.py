@@ -289,17 +289,6 @@ def _check_resources(out: Path, config: Any, model: Any, device: str) -> None:
     check_fits(f"--chunk {config.chunk}", need, "use a smaller --chunk", torch.device(device))
 
 
-def _check_per_sample_seeds(method: str, options: dict[str, Any]) -> None:
-    """Refuse --per-sample-seeds for the methods that draw for the whole batch at once (before any work)."""
-    if method.startswith("torchsde:"):
-        raise UserError(f"--per-sample-seeds: method {method!r} draws one Brownian path for the whole batch")
-    if method == "pc" and options.get("corrector", "langevin") == "langevin":
-        raise UserError(
-            "--per-sample-seeds: the langevin corrector takes one step size for the whole batch; "
-            "use --corrector langevin_per_sample (or annealed_langevin)"
-        )
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
     """``sdekit sample``: compute missing chunks (this rank's share), then merge, draw and evaluate on rank 0."""
     from sdekit.app import distributed, run
@@ -337,8 +326,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
         weights=args.weights, weights_sha256=model.weights_digest(args.weights), threads=args.threads,
         sdekit_version=__version__, condition=condition.to_json(), seeds="sample" if args.per_sample_seeds else "chunk",
     )  # fmt: skip
-    if args.per_sample_seeds:
-        _check_per_sample_seeds(args.method, options)
     if args.procs < 1:
         raise UserError(f"--procs must be >= 1, got {args.procs}")
     if args.procs > 1 and "WORLD_SIZE" not in os.environ:  # validated above: launch the workers
@@ -457,6 +444,9 @@ def _run_all(run: Any, ctx: Any, out: Path, config: Any, sample_chunk: Any, devi
     except (FloatingPointError, StepLimitError) as error:  # a non-finite state; an adaptive solve that stalled
         raise UserError(f"sampling with {config.method!r} failed: {error}") from error
     except (ValueError, TypeError) as error:  # sampler options rejected at the call
+        message = str(error)
+        if config.seeds == "sample" and message.startswith("generator: "):  # a method that draws for the batch
+            raise UserError(f"--per-sample-seeds: {message.removeprefix('generator: ')}") from error
         given = f"the options {config.options}" if config.options else "its default options"
         raise UserError(f"sampler {config.method!r} rejected {given}: {error}") from error
     finally:

@@ -128,6 +128,11 @@ class ReverseDiffusion(Predictor):
         return weighted_sum(terms, into=(G, gaussian_like(x, self.generator)))
 
 
+def posterior_std(sde: LinearSDE, t: Tensor, t_next: Tensor, v: Tensor) -> Tensor:
+    """√(v σ(t')²/σ(t)²): the std of x_t' given x_t and x_0 (v the step's transition variance), float64."""
+    return (v * (sde.std(t_next) / sde.std(t)) ** 2).sqrt()
+
+
 @PREDICTORS.register("ancestral")
 class Ancestral(AffinePredictor):
     """Sample the Gaussian posterior of x_t' given x_t, with x_0 estimated through the score.
@@ -140,8 +145,7 @@ class Ancestral(AffinePredictor):
 
     def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
         a, v = sde.transition(t, t_next)
-        posterior_var = v * (sde.std(t_next) / sde.std(t)) ** 2
-        return 1 / a, v / a, posterior_var.sqrt()
+        return 1 / a, v / a, posterior_std(sde, t, t_next, v)
 
 
 @PREDICTORS.register("ddim")
@@ -172,8 +176,7 @@ class DDIM(AffinePredictor):
     def coefficients(self, sde: LinearSDE, t: Tensor, t_next: Tensor) -> Coefficients:
         alpha, sigma = sde.kernel(t)
         alpha_next, sigma_next = sde.kernel(t_next)
-        _, v = sde.transition(t, t_next)
-        c = self.eta * (v * (sigma_next / sigma) ** 2).sqrt()
+        c = self.eta * posterior_std(sde, t, t_next, sde.transition(t, t_next)[1])
         direction = (sigma_next**2 - c**2).clamp_min(0).sqrt()  # √(σ'² − c²), the share of ε̂ kept
         return alpha_next / alpha, alpha_next * sigma**2 / alpha - direction * sigma, c
 
