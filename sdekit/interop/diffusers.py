@@ -78,18 +78,17 @@ class SdekitSchedulerOutput(BaseOutput):
     pred_original_sample: Tensor
 
 
-class _ServedOutput(torch.nn.Module):
-    """The 'network' of the score the method calls: the model output the pipeline passed to ``step``, once."""
+class _Once:
+    """A value handed out once: the model output to the adapter, then the score to the method, each step."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.output: Tensor | None = None
+        self.value: Tensor | None = None
 
-    def forward(self, x: Tensor, timestep: Tensor, **kwargs: Any) -> Tensor:
-        if self.output is None:
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        if self.value is None:
             raise RuntimeError("the method asked for a second network call within one scheduler step")
-        output, self.output = self.output, None
-        return output
+        value, self.value = self.value, None
+        return value
 
 
 class SdekitScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
@@ -151,12 +150,13 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         )
         self.alphas_cumprod: Tensor = ddpm.alphas_cumprod  # type: ignore[attr-defined]
         self.sde = sdekit.DiscreteVPSDE(self.alphas_cumprod.double())
-        self.network = _ServedOutput()
+        self.network, self.served_score = _Once(), _Once()
         self.score = PREDICTION_TYPES[prediction_type](self.network, self.sde, time_label="index")
         self.timesteps = torch.from_numpy(np.arange(num_train_timesteps)[::-1].copy())
         self.num_inference_steps: int | None = None
         self._run: Any = None
         self._step_index = self._start = 0
+        self._grid = torch.empty(0, dtype=torch.float64)
 
     @classmethod
     def from_config(cls, config: Any = None, return_unused_kwargs: bool = False, **kwargs: Any) -> SdekitScheduler:
@@ -216,6 +216,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             )
         self.num_inference_steps = int(chosen.size)
         self.timesteps = torch.from_numpy(chosen).to(device)
+        self._grid = index_times(torch.from_numpy(chosen), n_train)  # float64 on the CPU, once per schedule
         self._run, self._step_index, self._start = None, 0, 0
 
     def scale_model_input(self, sample: Tensor, timestep: Any = None) -> Tensor:
@@ -241,15 +242,14 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         if self.num_inference_steps is None:
             raise RuntimeError("call set_timesteps(num_inference_steps) before step")
         _check_step_options(self.config["method"], self.method, kwargs)
-        expected = self._step_index
-        i = expected if expected < self.num_inference_steps and int(timestep) == int(self.timesteps[expected]) else None
-        if i is None:
+        i = self._step_index
+        if i >= self.num_inference_steps or int(timestep) != int(self.timesteps[i]):
             i = self._index_of(timestep)
-        grid = index_times(self.timesteps.cpu(), int(self.config["num_train_timesteps"]))
-        if self._run is None or i == 0 or i != expected:
+        if self._run is None or i != self._step_index:
             # a fresh run from this timestep on (img2img pipelines start part-way): multistep methods start at
             # first order there, as diffusers' do, instead of reading a history they never had
-            self._run = self.method.start(self.sde, CountedScore(self.score), grid[i:].to(sample.device), None)
+            grid = self._grid[i:].to(sample.device)
+            self._run = self.method.start(self.sde, CountedScore(self.served_score), grid, None)
             self._start = i
         if isinstance(generator, list | tuple) and not all(isinstance(g, torch.Generator) for g in generator):
             raise TypeError(
@@ -257,17 +257,17 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 "seeded afresh at every step, drawing the same noise each time"
             )
         self._run.generator = as_generators("generator", generator, device=sample.device)
-        t = grid[i : i + 1].to(sample.device).expand(sample.shape[0])
-        self.network.output = model_output.to(sample.dtype)
-        score = self.score(sample, t)  # the served output as a score, read once here ...
-        alpha, sigma = (v.to(sample.device, sample.dtype) for v in self.sde.kernel(grid[i : i + 1]))
+        level = self._grid[i : i + 1]
+        self.network.value = model_output.to(sample.dtype)
+        score = self.score(sample, level.to(sample.device).expand(sample.shape[0]))  # the output as a score, once
+        alpha, sigma = (v.to(sample.device, sample.dtype) for v in self.sde.kernel(level))
         denoised = (sample + sigma**2 * score) / alpha
         if i == self.num_inference_steps - 1:
             prev = denoised  # the final denoising step, x̂₀ at the last timestep
         else:
-            self.network.output = model_output.to(sample.dtype)  # ... and served again to the method's own call
+            self.served_score.value = score  # the method's own score call gets it
             prev = self._run.step(sample, i - self._start)
-            self.network.output = None
+            self.served_score.value = None
         self._step_index = i + 1
         if not return_dict:
             return prev, denoised
