@@ -624,3 +624,27 @@ def test_euler_discrete_with_karras_sigmas_is_ddim_with_fractional_labels_step_f
     # the labels themselves: at a trained level, its index; between, diffusers' log-σ interpolation
     labels = score.labels(grid.to(torch.float64), torch.float64)[0]
     torch.testing.assert_close(labels, scheduler.timesteps.to(torch.float64), rtol=0, atol=1e-3)
+
+
+def test_fractional_labels_are_diffusers_log_sigma_interpolation_written_out():
+    """τ(t): the timestep at which log σ̃ = log σ̃(t), linear in log σ̃ between the trained timesteps (σ̃_i of ᾱ_i
+    at timestep i), clamped to [0, N − 1]: diffusers' ``_sigma_to_t``, here in float64 with numpy's interp."""
+    import numpy as np
+
+    from sdekit.adapters._labels import TimeLabels
+
+    abar = torch.cumprod(1 - sdekit.linear_betas(50), 0)
+    sde = sdekit.DiscreteVPSDE(abar)
+    labels = TimeLabels("fractional", 50, sde)
+    random = torch.rand(200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    levels = torch.arange(1, 51, dtype=torch.float64) / 50
+    t = torch.cat([random, levels, torch.tensor([1e-4, 1.0], dtype=torch.float64)])
+    tau, level = labels(t, torch.float64)
+    log_sigmas = (0.5 * ((1 - abar) / abar).log()).numpy()  # timestep i ↔ ᾱ_i
+    log_sigma = (0.5 * torch.log(-torch.expm1(2 * sde.log_mean_coeff(t))) - sde.log_mean_coeff(t)).numpy()
+    expected = np.interp(log_sigma, log_sigmas, np.arange(50.0))
+    np.testing.assert_allclose(tau.numpy(), expected, rtol=0, atol=1e-9)
+    assert torch.equal(level, t)  # the network sees σ̃(t) itself
+    assert torch.equal(tau[200:250], torch.arange(50, dtype=torch.float64))  # trained levels: their index exactly
+    with pytest.raises(TypeError, match="time_label='fractional' needs the DDPM's trained levels"):
+        TimeLabels("fractional", 50, sdekit.VPSDE())

@@ -181,3 +181,16 @@ def test_from_sigmas_inverts_the_noise_level_and_names_what_it_refuses() -> None
         assert message in str(caught.value), str(caught.value)
     with pytest.raises(ValueError, match="sigmas\\[0\\] = 100 is above"):
         from_sigmas(sde, [100.0, 1.0])
+
+
+def test_a_first_sigma_within_float32_rounding_of_the_top_is_t_and_beyond_it_is_refused() -> None:
+    """σ-grids computed in float32 miss σ̃(T) by ~6e-8: within 1e-6 relative the first time is T exactly."""
+    from sdekit import from_sigmas
+
+    sde = VPSDE()
+    top = float((-sde.log_snr(torch.tensor([1.0], dtype=F64))).exp())
+    assert float(from_sigmas(sde, [top * (1 + 9e-7), 1.0])[0]) == 1.0
+    assert float(from_sigmas(sde, [top * (1 - 9e-7), 1.0])[0]) == 1.0
+    assert float(from_sigmas(sde, [top * (1 - 2e-6), 1.0])[0]) < 1.0
+    with pytest.raises(ValueError, match="is above the SDE's largest noise level"):
+        from_sigmas(sde, [top * (1 + 2e-6), 1.0])

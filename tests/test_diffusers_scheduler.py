@@ -198,3 +198,15 @@ def test_a_scheduler_used_twice_gives_the_same_run_and_refuses_what_it_would_ign
     latent.vae = torch.nn.Identity()  # a latent pipeline's decoder
     with pytest.raises(ValueError, match="pipeline has a vae"):
         pipeline_sample(latent, 1)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "offset", "steps"),
+    [("leading", 0, 10), ("leading", 1, 7), ("trailing", 0, 6), ("linspace", 0, 9), ("linspace", 0, 1000)],
+)
+def test_timestep_spacings_are_diffusers_own(spacing: str, offset: int, steps: int) -> None:
+    ddim = diffusers.DDIMScheduler(timestep_spacing=spacing, steps_offset=offset, clip_sample=False)
+    mine = SdekitScheduler.from_config(ddim.config)
+    ddim.set_timesteps(steps)
+    mine.set_timesteps(steps)
+    assert torch.equal(mine.timesteps, ddim.timesteps)
