@@ -44,9 +44,12 @@ def test_kept_memory_is_reused_without_page_faults():
     assert applied == "True"
     pages = 10 * (64 << 20) // 4096
     assert default > pages // 2  # glibc maps each 64 MiB buffer afresh: about one fault per page
-    # Steady state: no faults. Where the heap places the first buffers varies from run to run
-    # (measured: 0 or one buffer's 16 384 pages), so allow one buffer, a tenth of the default.
-    assert kept <= pages // 10, (kept, default)
+    # Steady state: no faults in the buffers. Where the heap places the first buffers varies from run to run
+    # (measured: 0 or one buffer's 16 384 pages), so allow one buffer, a tenth of the default, plus the faults
+    # outside the buffers (torch's and the allocator's own pages), which the default run shows above one per
+    # page: 10 there when a kept run faulted 16 385 times, one more than one buffer (CI, 2026-12-03).
+    incidental = max(default - pages, 0) + 64
+    assert kept <= pages // 10 + incidental, (kept, default)
 
 
 @glibc_only
