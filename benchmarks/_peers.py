@@ -14,7 +14,11 @@ import importlib.util
 import sys
 import types
 
+import torch
 from torch import Tensor
+
+from sdekit import LinearSDE
+from sdekit.reverse import ScoreFn
 
 _NAME = "_sdekit_bench_k_diffusion"
 
@@ -80,3 +84,27 @@ def _load_by_path(package: types.ModuleType, name: str) -> tuple[types.ModuleTyp
     except Exception as error:
         return None, error
     return module, None
+
+
+class KDenoiser:
+    """k-diffusion's model contract D(x, σ̃) in the VE frame, built from an exact score; counts its calls.
+
+    For a LinearSDE with kernel N(α x₀, σ²): x_ve = x/α and σ̃ = σ/α (so −log σ̃ is sdekit's λ), the
+    time t = ``sde.t_from_log_snr(−log σ̃)`` and D(x, σ̃) = x + σ̃² α s(α x, t); for VE (α ≡ 1)
+    that is x + σ² s(x, t).
+    """
+
+    def __init__(self, sde: LinearSDE, score: ScoreFn) -> None:
+        self.sde, self.score, self.calls = sde, score, 0
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        self.calls += 1
+        sigma64 = sigma.reshape(-1)[:1].double().cpu()
+        t = self.sde.t_from_log_snr(-sigma64.log())  # −log σ̃ = λ = log(α/σ)
+        alpha = float(self.sde.mean_coeff(t))
+        return x + float(sigma64) ** 2 * alpha * self.score(alpha * x, t.to(x.device, x.dtype).expand(x.shape[0]))
+
+    def sigma(self, t: float) -> float:
+        """σ̃ = σ/α at sdekit time t."""
+        tt = torch.full((1,), t, dtype=torch.float64)
+        return float(self.sde.std(tt) / self.sde.mean_coeff(tt))

@@ -55,7 +55,7 @@ from sdekit import VESDE, VPSDE, LinearSDE, make_grid, ode_sample, pc_sample, sa
 from sdekit.sampling import default_eps, sde_methods
 from sdekit.testing import GaussianMixture, evaluate
 
-from _peers import k_diffusion_sampling
+from _peers import KDenoiser, k_diffusion_sampling
 
 TITLE = "Quality against NFE ({sde})"
 HEADER = "| SDE | sampler | setting | NFE | SW1 / floor | TV / floor | NLL − H (nats) | floor level | s (wall) |"
@@ -202,26 +202,6 @@ def _diffusers(nfe: int, spacing: str) -> Runner:
 # --- k-diffusion -------------------------------------------------------------------------------------------------
 
 
-class _Denoiser:
-    """k-diffusion's model contract D(x, σ) in the VE frame, from sdekit's exact score; counts calls."""
-
-    def __init__(self, p: Problem) -> None:
-        self.p, self.calls = p, 0
-
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        self.calls += 1
-        sigma64 = sigma.reshape(-1)[:1].double().cpu()
-        t = self.p.sde.t_from_log_snr(-sigma64.log())  # −log σ_ve = λ = log(α/σ)
-        alpha = float(self.p.sde.mean_coeff(t))
-        score = self.p.score(alpha * x, t.to(x.device, x.dtype).expand(x.shape[0]))
-        return x + float(sigma64) ** 2 * alpha * score
-
-    def sigma(self, t: float) -> float:
-        """σ_ve = σ/α at sdekit time t."""
-        tt = torch.full((1,), t, dtype=torch.float64)
-        return float(self.p.sde.std(tt) / self.p.sde.mean_coeff(tt))
-
-
 def _k_diffusion(
     sampler: str, nfe: int = 0, schedule: str = "karras", rtol: float = 0.05, atol: float = 0.0078
 ) -> Runner:
@@ -229,7 +209,7 @@ def _k_diffusion(
         k, why = k_diffusion_sampling()
         if k is None:
             pytest.skip(why)
-        model = _Denoiser(p)
+        model = KDenoiser(p.sde, p.score)
         sigma_min, sigma_max = model.sigma(p.eps), model.sigma(p.sde.T)
         x = p.x_prior.clone() / float(p.sde.mean_coeff(torch.full((1,), p.sde.T, dtype=torch.float64)))  # VE frame
         torch.manual_seed(2)  # k-diffusion draws from the global RNG (unused by these ODE samplers)

@@ -6,6 +6,7 @@
 See docs/design.md for the layout and the conventions every public function keeps.
 """
 
+from sdekit.budget import Choice, best_method
 from sdekit.checks import ScoreError
 from sdekit.grids import from_sigmas, make_grid
 from sdekit.guidance import ClassifierFreeGuidance, ClassifierGuidance, PosteriorSampling
@@ -48,6 +49,8 @@ __all__ = [
     "make_grid",
     "from_sigmas",
     "SampleInfo",
+    "best_method",
+    "Choice",
     "SampleGenerators",
     "pc_sample",
     "sample",

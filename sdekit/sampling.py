@@ -454,7 +454,7 @@ def _solve(
         shape,
         inputs,
         steps=steps,
-        grid=(grid if grid is not None else method.default_grid) if isinstance(method, GridStepper) else None,
+        grid=(grid if grid is not None else method.grid_for(sde)) if isinstance(method, GridStepper) else None,
         eps=eps,
     )
     complete = _with_denoised(callback, sde, setup.score)

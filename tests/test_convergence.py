@@ -127,6 +127,7 @@ def test_torchsde_sdeint_on_the_reverse_sde_matches_sdekit_in_distribution(sde):
         x_T=x_T,
         method="euler_maruyama",
         steps=steps,
+        grid="uniform",  # torchsde's fixed dt
         eps=eps,
         dtype=torch.float64,
         denoise=False,

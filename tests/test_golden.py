@@ -33,6 +33,11 @@ History: the one-code-path steppers (``solvers/coefficients.py``) left every cas
 bit for bit; Euler–Maruyama and reverse diffusion on the generic VP (8 cases) moved by at most
 9e-15 relative, because the general step now expands x − h(f − g² s) as x − h f + h g² s.
 The heun_euler pair's cases were added when it was (``--record-missing``).
+Re-recorded on 2026-12-04 when every fixed-grid method's default grid became the log-SNR grid
+(it was uniform in t for all but the exponential integrators): the cases on a LinearSDE with a
+fixed-grid method changed by design; the adaptive cases, the likelihood and the generic VP did not
+(its default stays uniform), except that DPM-Solver++ on the generic VP is now refused by the method
+(it needs a Gaussian kernel) before the grid is built, so its recorded error message names the method.
 """
 
 from __future__ import annotations

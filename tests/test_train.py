@@ -56,7 +56,10 @@ def test_trained_mlp_through_every_sampler(trained, kind, method):
             steps = {"adaptive": {}, "dpmpp_2m_sde": {"steps": 100}}.get(method, {"steps": 200})
             x = sample(sde, result.ema, shape=(N, 2), method=method, generator=generator, **steps)
         elif kind == "ode":
-            steps = {} if method in TABLEAUS else {"steps": 50}  # the adaptive pairs choose their own steps
+            # The adaptive pairs choose their own steps. Euler is first order: at 50 steps of the default
+            # log-SNR grid its TV is 0.056 with this model and 0.069 with the exact score (discretisation,
+            # not the model; 0.036 / 0.045 on the uniform grid, which suits this mixture's broad modes).
+            steps = {} if method in TABLEAUS else {"steps": 100 if method == "euler" else 50}
             x = ode_sample(sde, result.ema, shape=(N, 2), method=method, generator=generator, **steps)
         else:
             x = pc_sample(sde, result.ema, shape=(N, 2), steps=200, generator=generator)

@@ -112,8 +112,6 @@ class ExponentialMultistep(GridStepper):
     kind = "ode"
     #: 0: probability-flow ODE; 1: reverse SDE (adds fresh noise every step).
     eta: ClassVar[float] = 0.0
-    #: The grid a sampler uses when the user gives none: these methods are built for steps uniform in λ.
-    default_grid: ClassVar[str] = "log_snr"
     needs_linear_sde = True
 
     def check_options(self, options: dict[str, Any]) -> None:
