@@ -49,6 +49,9 @@ class Choice:
     denoise: bool = True
 
     def __call__(self, sde: SDE, score: ScoreFn, shape: tuple[int, ...] | None = None, **kwargs: Any) -> Any:
+        fixed = sorted({"method", "steps"} & set(kwargs))
+        if fixed:
+            raise TypeError(f"{', '.join(fixed)}: a Choice fixes its method and steps; call {self.function} yourself")
         run = ode_sample if self.function == "ode_sample" else sample
         kwargs.setdefault("denoise", self.denoise)
         result: Tensor | tuple[Tensor, Any] = run(sde, score, shape, method=self.method, steps=self.steps, **kwargs)

@@ -21,8 +21,9 @@ is computed only when read. Fixed-grid methods add ``t_next``; the adaptive SDE 
 ``index`` and ``accepted``. While a callback is given, the latest call's input and output stay
 referenced until the next call (about two states of memory).
 
-Choosing a sampler, briefly: ``sample(method="ancestral")`` or ``pc_sample`` with
-1000 steps reproduce the SDE paper; ``ode_sample(method="heun")`` gives
+Choosing a sampler, briefly: ``sdekit.best_method(nfe)`` for a budget of score calls;
+``sample(method="ancestral", grid="uniform")`` or ``pc_sample(..., grid="uniform")`` with 1000 steps
+reproduce the SDE paper (the default grid is uniform in log-SNR); ``ode_sample(method="heun")`` gives
 deterministic samples (and an encoder, via ``x_T=``) at a few hundred NFE.
 """
 
@@ -671,8 +672,8 @@ def pc_sample(
     :data:`sdekit.solvers.CORRECTORS` (built with ``snr``, default 0.16) or a configured
     corrector (``Langevin(snr=0.1)``); either may be ``"none"``. The same method as an object
     is :class:`sdekit.solvers.PredictorCorrector`, which :func:`sample` also takes. ``grid`` is
-    a name from :mod:`sdekit.grids` or an explicit decreasing tensor of times (default: uniform
-    in t). ``x_T`` replaces the prior draw.
+    a name from :mod:`sdekit.grids` or an explicit decreasing tensor of times (default: the
+    log-SNR grid on a LinearSDE, uniform in t otherwise). ``x_T`` replaces the prior draw.
 
     ``sde`` is the forward SDE and ``score(x, t)`` its score (:data:`sdekit.ScoreFn`). ``shape`` is
     ``(B, *event_shape)``, the batch first (or None with ``x_T``); ``eps`` the last time (default

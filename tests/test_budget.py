@@ -65,3 +65,9 @@ def test_a_choice_spends_exactly_its_nfe(nfe, stochastic, generic):
 def test_bad_input_names_the_argument(kwargs, error, match):
     with pytest.raises(error, match=match):
         best_method(**kwargs)
+
+
+def test_a_choice_refuses_to_be_given_another_method_or_step_count():
+    choice = best_method(12)
+    with pytest.raises(TypeError, match="fixes its method and steps"):
+        choice(VPSDE(), gaussian_score(VPSDE()), (4, 2), steps=3)

@@ -64,3 +64,16 @@ def test_pc_sample_uses_the_log_snr_grid_and_a_generic_sde_the_uniform_one():
     generic_uniform = sample(generic, gaussian_score(generic), generator=_gen(1), grid="uniform", **plain)
     assert torch.equal(generic_default, generic_uniform)
     assert PREDICTORS.get("ancestral").default_grid == "log_snr"
+
+
+def test_an_sde_whose_log_snr_is_infinite_at_T_falls_back_to_the_uniform_grid(monkeypatch):
+    sde = VPSDE()
+    pure_noise = sde.log_snr
+
+    def log_snr(t):
+        lam = pure_noise(t)
+        return torch.where(t >= sde.T, torch.full_like(lam, -torch.inf), lam)  # α(T) = 0
+
+    monkeypatch.setattr(sde, "log_snr", log_snr)
+    assert sde_method("ancestral", {}).grid_for(sde) == "uniform"
+    assert ode_method("heun", {}).grid_for(VPSDE()) == "log_snr"

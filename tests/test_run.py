@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdekit.app import run
+from sdekit.app import cli, run
 from sdekit.app.cli import main
 
 GMM = ["--model", "gmm2d", "--method", "euler_maruyama", "--steps", "20", "--quiet", "--no-eval"]
@@ -173,3 +174,40 @@ def test_procs_launches_workers_bit_identical_and_a_worker_error_is_one_line(ref
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "takes no option(s) bogus" in lines[0], result.stderr
+
+
+# --- the default grid a run started with -------------------------------------------------------------------------
+
+
+def _old_run(out: Path) -> run.RunConfig:
+    """A run.json as written before ``default_grid`` existed (its runs used the uniform grid), with a chunk."""
+    config = run.RunConfig(model="gmm2d", method="heun", num=8, chunk=4, seed=0, shape=[2])
+    data = json.loads(json.dumps(config.__dict__))
+    del data["default_grid"]
+    (out / "chunks").mkdir(parents=True)
+    (out / run.CONFIG_FILE).write_text(json.dumps(data))
+    (out / "chunks" / "chunk-000000.safetensors").write_bytes(b"")
+    return config
+
+
+def test_a_run_started_before_the_log_snr_default_resumes_on_the_uniform_grid(tmp_path):
+    old = _old_run(tmp_path)
+    new = run.RunConfig(model="gmm2d", method="heun", num=8, chunk=4, seed=0, shape=[2], default_grid="log_snr")
+    resumed = run.with_stored_default_grid(tmp_path, new)
+    assert resumed.default_grid == "uniform"
+    assert resumed.digest() == old.digest()  # the chunks it wrote still belong to it
+    assert "default_grid" not in old.identity() and new.identity()["default_grid"] == "log_snr"
+    assert new.digest() != old.digest()
+
+
+def test_a_new_run_or_one_without_results_takes_the_new_default(tmp_path):
+    new = run.RunConfig(model="gmm2d", method="heun", num=8, chunk=4, seed=0, shape=[2], default_grid="log_snr")
+    assert run.with_stored_default_grid(tmp_path / "absent", new) is new
+    _old_run(tmp_path)
+    (tmp_path / "chunks" / "chunk-000000.safetensors").unlink()  # a run that failed before its first chunk
+    assert run.with_stored_default_grid(tmp_path, new).default_grid == "log_snr"
+
+
+def test_the_command_line_passes_the_uniform_grid_only_to_fixed_grid_methods_of_old_runs():
+    assert cli._fixed_grid("heun") and cli._fixed_grid("pc") and cli._fixed_grid("ancestral")
+    assert not cli._fixed_grid("adaptive") and not cli._fixed_grid("dopri5")

@@ -8,7 +8,11 @@ A DDPM (Ho et al. 2020) is trained on x_i = √ᾱ_i x₀ + √(1 − ᾱ_i) ε 
   :class:`sdekit.DiscreteVPSDE` of the training schedule, exact at the trained levels,
   and label times with the nearest trained index. For exact results sample on the
   trained levels (``grid=index_times(...)``); any sdekit grid works, at the cost of
-  evaluating the network up to half a level away from t.
+  evaluating the network up to half a level away from t. The default log-SNR grid is
+  fine-grained near eps: at 1000 steps about 35 consecutive steps fall between trained
+  levels 1 and 2 of a linear-β schedule and share one label, so for a real checkpoint
+  prefer ``grid=index_times(...)`` (measured only with the exact ε of the oracle, where it
+  does not matter).
 * Trained on continuous time with labels t·(N − 1) (score_sde's "DDPM continuous"):
   ``EpsilonScore(eps_model, VPSDE(), time_label="continuous")``, exact at every t.
 

@@ -46,6 +46,8 @@ from sdekit.sampling import SampleInfo, ode_methods, ode_sample, pc_sample, samp
 from sdekit.sde import VPSDE
 from sdekit.solvers import CORRECTORS, PREDICTORS
 from sdekit.solvers.adaptive_ode import BACKENDS
+from sdekit.solvers.catalog import ode_method, sde_method
+from sdekit.solvers.grid_stepper import GridStepper
 from sdekit.solvers.loop import StepLimitError
 from sdekit.testing import GaussianMixture, evaluate
 
@@ -212,6 +214,17 @@ def _sampler(method: str) -> tuple[Sampler, dict[str, Any]]:
     return ode_sample, {"method": method}
 
 
+def _fixed_grid(method: str) -> bool:
+    """Whether ``--method`` steps on a time grid (and so takes a default grid)."""
+    if method == "pc":
+        return True
+    try:
+        built = sde_method(method, {}) if method in sde_methods() else ode_method(method, {})
+    except (TypeError, ValueError):
+        return False
+    return isinstance(built, GridStepper)
+
+
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     options = {name: getattr(args, name) for name in SAMPLER_FLAGS if getattr(args, name) is not None}
     if args.denoise is not None:
@@ -325,7 +338,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
         shape=list(model.event_shape), dtype=args.dtype, device=device.split(":")[0], options=options,
         weights=args.weights, weights_sha256=model.weights_digest(args.weights), threads=args.threads,
         sdekit_version=__version__, condition=condition.to_json(), seeds="sample" if args.per_sample_seeds else "chunk",
+        default_grid="log_snr",
     )  # fmt: skip
+    config = run.with_stored_default_grid(out, config)
+    if config.default_grid == "uniform" and "grid" not in options and _fixed_grid(args.method):
+        options_for_call = {**options, "grid": "uniform"}  # a run started before the log-SNR default
+    else:
+        options_for_call = options
     if args.procs < 1:
         raise UserError(f"--procs must be >= 1, got {args.procs}")
     if args.procs > 1 and "WORLD_SIZE" not in os.environ:  # validated above: launch the workers
@@ -350,7 +369,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                     model, sde, score, k * config.chunk, n, torch_device, DTYPES[args.dtype]
                 )
                 x = sampler(sde, chunk_score, (n, *model.event_shape), generator=generator, device=torch_device,
-                            dtype=DTYPES[args.dtype], progress=show, **fixed, **options, **extra)  # fmt: skip
+                            dtype=DTYPES[args.dtype], progress=show, **fixed, **options_for_call, **extra)  # fmt: skip
                 return cast(Tensor, x)
 
             start = time.perf_counter()

@@ -42,7 +42,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from sdekit.checks import check_nonnegative_int, check_positive_int, format_byte
 
 __all__ = [
     "RunConfig",
+    "with_stored_default_grid",
     "RunError",
     "StorageError",
     "lock",
@@ -115,6 +116,9 @@ class RunConfig:
     #: "chunk": one generator per chunk, seeded by (seed, k); "sample": one per sample, seeded by (seed, i),
     #: so a sample does not depend on --chunk or --procs.
     seeds: str = "chunk"
+    #: The grid a fixed-grid method used when ``--grid`` was not given: "log_snr" for runs started since
+    #: 2026-12-04 (the library's default since), "uniform" before; a resumed run keeps its own.
+    default_grid: str = "uniform"
 
     def __post_init__(self) -> None:
         check_positive_int("num", self.num)
@@ -155,6 +159,8 @@ class RunConfig:
             data.pop("condition", None)
         if data.get("seeds") == "chunk":  # so do runs seeded per chunk, as every run was before "seeds" existed
             data.pop("seeds")
+        if data.get("default_grid") == "uniform":  # and runs started before the log-SNR default grid
+            data.pop("default_grid")
         return {k: v for k, v in data.items() if k not in _VOLATILE}
 
     def digest(self) -> str:
@@ -355,6 +361,22 @@ def prepare_out(out: Path, config: RunConfig, *, write: bool = True) -> None:
         raise
     except OSError as error:
         raise RunError(f"cannot write to output folder {str(out)!r}: {error.strerror or error}") from error
+
+
+def with_stored_default_grid(out: Path, config: RunConfig) -> RunConfig:
+    """``config`` with the default grid of the run ``out`` holds, if it holds one with results.
+
+    A run started before the log-SNR default (its ``run.json`` has no ``default_grid``: "uniform")
+    resumes on the uniform grid, so its remaining chunks match those already written.
+    """
+    path = out / CONFIG_FILE
+    if not path.exists() or not (_has_chunks(out) or (out / SAMPLES_FILE).exists()):
+        return config
+    try:
+        stored = read_config(path)
+    except RunError:
+        return config  # prepare_out reports it
+    return replace(config, default_grid=stored.default_grid)
 
 
 def _has_chunks(out: Path) -> bool:

@@ -60,8 +60,15 @@ class GridStepper(Configurable, abc.ABC):
     per_sample_variant: ClassVar[str] = ""
 
     def grid_for(self, sde: SDE) -> str:
-        """The name of the grid a sampler uses for ``sde`` when the user gives none (:attr:`default_grid`)."""
-        return self.default_grid if isinstance(sde, LinearSDE) else "uniform"
+        """The name of the grid a sampler uses for ``sde`` when the user gives none (:attr:`default_grid`).
+
+        ``"uniform"`` for an SDE without a Gaussian kernel, or one whose log-SNR is not finite at T
+        (α(T) = 0, as a schedule taken to pure noise has): the log-SNR grid cannot start there.
+        """
+        if not isinstance(sde, LinearSDE):
+            return "uniform"
+        start = sde.log_snr(torch.tensor([sde.T], dtype=torch.float64))
+        return self.default_grid if bool(torch.isfinite(start).all()) else "uniform"
 
     def start(self: _Stepper, sde: SDE, score: ScoreFn, grid: Tensor, generator: Generators | None = None) -> _Stepper:
         """This method, with its options, bound to one run over ``grid``: call ``step(x, i)`` on the result.
