@@ -168,10 +168,13 @@ def prior_draw(problem: Problem, n: int) -> Tensor:
     return _PRIORS[key]
 
 
-def run_case(problem: Problem, sampler: Sampler, budget: int, n: int) -> Result:
-    """Run ``sampler`` on ``problem`` within ``budget`` NFE, n samples; :class:`CaseUnavailableError` if it cannot."""
+def run_case(problem: Problem, sampler: Sampler, budget: int, n: int, *, capped: bool = True) -> Result:
+    """Run ``sampler`` on ``problem`` within ``budget`` NFE, n samples; :class:`CaseUnavailableError` if it cannot.
+
+    ``capped=False`` lifts the sweep's NFE caps (:data:`MAX_NFE`, ``Sampler.max_nfe``).
+    """
     cap = min(sampler.max_nfe, MAX_NFE.get(problem.distribution, budget))
-    if budget > cap:
+    if capped and budget > cap:
         raise CaseUnavailableError(f"{sampler.label} on {problem.name} is swept up to {cap} NFE")
     start = time.perf_counter()
     x, nfe = sampler.run(problem, budget, prior_draw(problem, n), 2)

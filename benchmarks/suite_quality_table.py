@@ -34,15 +34,17 @@ from sdekit.testing.suite import DISTRIBUTIONS, SDES, problems
 from _suite import MAX_NFE, NFES, CaseUnavailableError, run_case, samplers
 
 
-def _sweep_problem(name: str, n: int) -> list[dict[str, object]]:
+def _sweep_problem(name: str, n: int, budgets: tuple[int, ...], chosen: tuple[str, ...], capped: bool) -> list[dict]:
     torch.set_num_threads(1)
     distribution, sde = name.split("/")
     (problem,) = problems([distribution], [sde])
     rows = []
     for sampler in samplers():
-        for budget in NFES:
+        if chosen and sampler.label not in chosen:
+            continue
+        for budget in budgets:
             try:
-                rows.append(run_case(problem, sampler, budget, n).as_dict())
+                rows.append(run_case(problem, sampler, budget, n, capped=capped).as_dict())
             except CaseUnavailableError:
                 continue
     print(f"{name}: {len(rows)} results", flush=True)
@@ -195,6 +197,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs")
     parser.add_argument("--from-json", action="store_true", help="redraw from <out>/data/suite_quality.json")
+    parser.add_argument("--budgets", type=int, nargs="+", default=list(NFES), help="NFE budgets (default: NFES)")
+    parser.add_argument("--samplers", nargs="+", default=[], help='labels to run, e.g. "sdekit dpmpp_2m" (all)')
+    parser.add_argument("--no-cap", action="store_true", help="lift the sweep's NFE caps (MAX_NFE, max_nfe)")
     args = parser.parse_args()
     data = args.out / "data" / "suite_quality.json"
     if args.from_json:
@@ -205,7 +210,8 @@ def main() -> None:
         names = [p.name for p in problems(args.distributions, args.sdes)]
         names.sort(key=lambda name: name.split("/")[0] not in MAX_NFE)  # the costly ones first
         with ProcessPoolExecutor(args.jobs) as pool:
-            rows = [row for part in pool.map(_sweep_problem, names, [args.num] * len(names)) for row in part]
+            jobs = [(name, args.num, tuple(args.budgets), tuple(args.samplers), not args.no_cap) for name in names]
+            rows = [row for part in pool.map(_sweep_problem, *zip(*jobs, strict=True)) for row in part]
         meta = {
             "n": args.num,
             "jobs": args.jobs,
