@@ -20,6 +20,7 @@ CORE=(
     'sdekit.sampling.*'
     'sdekit.likelihood.*'
     'sdekit.losses.*'
+    'sdekit.budget.*'
     'sdekit.app.run.x_chunk_seed__mutmut_*'
     'sdekit.app.run.x_chunk_sizes__mutmut_*'
     'sdekit.app.run.x_run_chunks__mutmut_*'

@@ -40,7 +40,13 @@ def test_every_budget_gets_a_registered_method_within_it(stochastic, sde):
 def test_the_rules(nfe, stochastic, generic, expected):
     choice = best_method(nfe, stochastic=stochastic, sde=GenericVP() if generic else VPSDE())
     assert (choice.function, choice.method, choice.steps, choice.nfe) == expected
+    assert choice.denoise is (not generic)  # an SDE without a kernel has no Tweedie step
     assert choice.reason
+
+
+def test_deterministic_by_default():
+    assert best_method(12) == best_method(12, stochastic=False, sde=None)
+    assert best_method(12).function == "ode_sample"
 
 
 @pytest.mark.parametrize(("nfe", "stochastic", "generic"), [(12, False, False), (7, True, False), (9, False, True)])
@@ -57,10 +63,10 @@ def test_a_choice_spends_exactly_its_nfe(nfe, stochastic, generic):
     ("kwargs", "error", "match"),
     [
         ({"nfe": 1}, ValueError, "nfe must be at least 2"),
-        ({"nfe": 0}, ValueError, "nfe"),
+        ({"nfe": 0}, ValueError, "^nfe "),
         ({"nfe": 2.5}, TypeError, "nfe"),
         ({"nfe": 10, "stochastic": "yes"}, TypeError, "stochastic"),
-        ({"nfe": 10, "sde": "vp"}, TypeError, "sde must be"),
+        ({"nfe": 10, "sde": "vp"}, TypeError, "sde must be an sdekit.SDE or None, got str"),
     ],
 )
 def test_bad_input_names_the_argument(kwargs, error, match):
@@ -70,5 +76,7 @@ def test_bad_input_names_the_argument(kwargs, error, match):
 
 def test_a_choice_refuses_to_be_given_another_method_or_step_count():
     choice = best_method(12)
-    with pytest.raises(TypeError, match="fixes its method and steps"):
+    with pytest.raises(TypeError, match=r"^steps: a Choice fixes its method and steps"):
         choice(VPSDE(), gaussian_score(VPSDE()), (4, 2), steps=3)
+    with pytest.raises(TypeError, match=r"^method, steps: a Choice fixes"):
+        choice(VPSDE(), gaussian_score(VPSDE()), (4, 2), method="heun", steps=3)
