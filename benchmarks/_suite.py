@@ -152,12 +152,18 @@ class Result:
     tv_ratio: float  # mode TV / its limit (≤ 1 passes); 0 for a single Gaussian
     at_floor: bool
     seconds: float
+    #: Deterministic samplers: RMS per coordinate of x − x_ref over the first :data:`PATH_SAMPLES` samples,
+    #: x_ref the tight float64 solve of the flow from the same x_T (:func:`reference_solve`); seed-free.
+    path_error: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
 
 
 _PRIORS: dict[tuple[str, int], Tensor] = {}
+_REFERENCES: dict[str, Tensor] = {}
+#: Samples whose paths are compared with the reference solve.
+PATH_SAMPLES = 256
 
 
 def prior_draw(problem: Problem, n: int) -> Tensor:
@@ -168,10 +174,27 @@ def prior_draw(problem: Problem, n: int) -> Tensor:
     return _PRIORS[key]
 
 
-def run_case(problem: Problem, sampler: Sampler, budget: int, n: int, *, capped: bool = True) -> Result:
+def reference_solve(problem: Problem, n: int) -> Tensor:
+    """The probability flow from the first :data:`PATH_SAMPLES` rows of x_T, float64, dopri5 at rtol = atol = 1e-8.
+
+    It ends like every sampler of the sweep: at sdekit's default eps, denoised (Tweedie). Solved once per process.
+    """
+    if problem.name not in _REFERENCES:
+        x_T = prior_draw(problem, n)[:PATH_SAMPLES].double()
+        score = problem.data.score(problem.sde)
+        _REFERENCES[problem.name] = ode_sample(
+            problem.sde, score, x_T=x_T, method="dopri5", rtol=1e-8, atol=1e-8, dtype=torch.float64
+        )
+    return _REFERENCES[problem.name]
+
+
+def run_case(
+    problem: Problem, sampler: Sampler, budget: int, n: int, *, capped: bool = True, paths: bool = False
+) -> Result:
     """Run ``sampler`` on ``problem`` within ``budget`` NFE, n samples; :class:`CaseUnavailableError` if it cannot.
 
-    ``capped=False`` lifts the sweep's NFE caps (:data:`MAX_NFE`, ``Sampler.max_nfe``).
+    ``capped=False`` lifts the sweep's NFE caps (:data:`MAX_NFE`, ``Sampler.max_nfe``); ``paths=True``
+    also measures a deterministic sampler's ``path_error`` against :func:`reference_solve`.
     """
     cap = min(sampler.max_nfe, MAX_NFE.get(problem.distribution, budget))
     if capped and budget > cap:
@@ -185,6 +208,10 @@ def run_case(problem: Problem, sampler: Sampler, budget: int, n: int, *, capped:
         return Result(problem.name, sampler.label, sampler.kind, budget, nfe, math.inf, 0.0, math.inf, math.inf,
                       False, seconds)  # fmt: skip
     report = evaluate(x.detach().double().cpu(), problem.data)
+    path_error = None
+    if paths and sampler.kind == "deterministic":
+        reference = reference_solve(problem, n)
+        path_error = float((x[:PATH_SAMPLES].detach().double().cpu() - reference).pow(2).mean().sqrt())
     return Result(
         problem=problem.name,
         sampler=sampler.label,
@@ -197,4 +224,5 @@ def run_case(problem: Problem, sampler: Sampler, budget: int, n: int, *, capped:
         tv_ratio=report.tv / report.tv_limit if report.tv_limit > 0 else 0.0,
         at_floor=report.at_floor(),
         seconds=seconds,
+        path_error=path_error,
     )

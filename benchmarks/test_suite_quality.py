@@ -9,7 +9,9 @@ and ring mixtures under VP and VE, each sampler once: deterministic ones at 12 N
 ones at 50 (the issue's budget goals); ``--runslow`` adds every problem of the suite (the 256-D
 mixture and the 1×16×16 Gaussian too, and sub-VP and DDPM's discrete schedule) at every budget of
 ``_suite.NFES``. Each row: NFE spent, NLL − H with its limit, SW1 and mode TV over their limits
-(≤ 1 passes), and "floor" = indistinguishable from exact samples at false-alarm rate 0.1 %.
+(≤ 1 passes), "floor" = indistinguishable from exact samples at false-alarm rate 0.1 %, and for
+deterministic samplers the path error: the RMS per coordinate of the distance to a tight float64
+solve of the flow from the same x_T (the first 256 samples; seed-free).
 ``SDEKIT_SUITE_SAMPLES`` sets n (default 4096).
 """
 
@@ -25,7 +27,7 @@ from sdekit.testing.suite import problems
 from _suite import NFES, CaseUnavailableError, Sampler, run_case, samplers
 
 TITLE = "Quality against NFE on the oracle suite"
-HEADER = "| problem | sampler | budget | NFE | NLL − H (nats) | limit | SW1 / limit | TV / limit | floor |"
+HEADER = "| problem | sampler | budget | NFE | NLL − H (nats) | limit | SW1 / limit | TV / limit | floor | path error |"
 DEFAULT_DISTRIBUTIONS = ("narrow", "anisotropic", "imbalanced", "ring")
 DEFAULT_SDES = ("vp", "ve")
 DEFAULT_BUDGET = {"deterministic": 12, "stochastic": 50}
@@ -55,7 +57,7 @@ def test_suite_quality(benchmark, bench_table, request, suite_samples, problem, 
     def sweep() -> None:
         for budget in budgets:
             try:
-                results.append(run_case(problem, sampler, budget, suite_samples))
+                results.append(run_case(problem, sampler, budget, suite_samples, paths=True))
             except CaseUnavailableError as why:
                 skipped.append(f"{budget}: {why}")
 
@@ -68,7 +70,8 @@ def test_suite_quality(benchmark, bench_table, request, suite_samples, problem, 
             TITLE,
             HEADER,
             f"| {r.problem} | {r.sampler} | {r.budget} | {r.nfe} | {r.nll_gap:+.3f} | ±{r.nll_limit:.3f} | "
-            f"{_fmt(r.sw1_ratio)} | {_fmt(r.tv_ratio)} | {'yes' if r.at_floor else 'no'} |",
+            f"{_fmt(r.sw1_ratio)} | {_fmt(r.tv_ratio)} | {'yes' if r.at_floor else 'no'} | "
+            f"{'' if r.path_error is None else f'{r.path_error:.2e}'} |",
         )
     benchmark.extra_info["results"] = [r.as_dict() for r in results]
 
