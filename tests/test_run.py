@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,23 @@ def test_a_new_run_or_one_without_results_takes_the_new_default(tmp_path):
 def test_the_command_line_passes_the_uniform_grid_only_to_fixed_grid_methods_of_old_runs():
     assert cli._fixed_grid("heun") and cli._fixed_grid("pc") and cli._fixed_grid("ancestral")
     assert not cli._fixed_grid("adaptive") and not cli._fixed_grid("dopri5")
+
+
+def _samples(out: Path) -> np.ndarray:
+    with np.load(out / run.SAMPLES_FILE) as data:
+        return data["samples"]
+
+
+def test_a_new_run_samples_on_the_log_snr_grid_and_an_old_one_on_the_uniform_grid(tmp_path, monkeypatch):
+    """The command line passes the grid a run started with: none (the library's log-SNR default) for a
+    new run, ``grid="uniform"`` for one whose run.json predates the log-SNR default."""
+    sample(tmp_path / "new")
+    sample(tmp_path / "log_snr", "--grid", "log_snr")
+    sample(tmp_path / "uniform", "--grid", "uniform")
+    assert np.array_equal(_samples(tmp_path / "new"), _samples(tmp_path / "log_snr"))
+    assert not np.allclose(_samples(tmp_path / "new"), _samples(tmp_path / "uniform"))
+    assert json.loads((tmp_path / "new" / run.CONFIG_FILE).read_text())["default_grid"] == "log_snr"
+    stored = run.with_stored_default_grid
+    monkeypatch.setattr(run, "with_stored_default_grid", lambda out, c: stored(out, replace(c, default_grid="uniform")))
+    sample(tmp_path / "old")  # as if resumed from a run.json without default_grid
+    assert np.array_equal(_samples(tmp_path / "old"), _samples(tmp_path / "uniform"))
