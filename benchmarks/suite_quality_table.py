@@ -1,14 +1,15 @@
 """The full quality-against-NFE sweep over the oracle suite: docs/suite.md, its data and its plots.
 
     python benchmarks/suite_quality_table.py [--num 4096] [--distributions narrow ring] [--sdes vp ve]
-                                             [--jobs 2] [--out docs]
+                                             [--jobs 2] [--out docs] [--add]
 
 Runs every sampler of ``_suite.samplers()`` (sdekit's methods at their defaults, k-diffusion's on
 its Karras grid) at every budget of ``_suite.NFES`` on every problem of the suite, in ``--jobs``
 processes (one problem at a time each), and writes ``<out>/data/suite_quality.json`` (every
 result), ``<out>/suite.md`` (the summary and one table per problem) and the plots
 ``<out>/images/suite_nll.png`` and ``<out>/images/suite_sw1.png`` (one panel per problem).
-``--from-json`` redraws the page and the plots from a saved run without sampling. On two CPU
+``--from-json`` redraws the page and the plots from a saved run without sampling; ``--add`` runs only
+the problems chosen and adds them to the saved run (e.g. a new SDE family: ``--sdes rf edm --add``). On two CPU
 cores the whole sweep at n = 4096 takes about an hour, most of it the 256-D problems.
 """
 
@@ -90,7 +91,8 @@ def write_page(rows: list[dict], out: Path, meta: dict[str, object]) -> None:
         "# Quality on the oracle suite",
         "",
         "Every sampler at its defaults on every problem of `sdekit.testing.suite` "
-        "(six distributions × VP, sub-VP, VE and DDPM's discrete schedule), at NFE budgets "
+        "(six distributions × VP, sub-VP, VE, DDPM's discrete schedule, the rectified flow and EDM's σ(t) = t), "
+        "at NFE budgets "
         f"{', '.join(map(str, NFES))}, beside k-diffusion's samplers on their Karras grid. Made by",
         "",
         "```bash",
@@ -104,6 +106,12 @@ def write_page(rows: list[dict], out: Path, meta: dict[str, object]) -> None:
         "sample sets of the same size exceed with probability 0.1 % (docs/testing.md); the cells give "
         "NLL − H in nats. The same cases run under `pytest benchmarks/test_suite_quality.py --benchmark-only "
         "--runslow`; the plots are `images/suite_nll.png` and `images/suite_sw1.png`.",
+        "",
+        *[
+            f"Problems {', '.join(added['problems'])} were added by `--sdes ... --add` on {added['date']} "
+            f"({added['minutes']:.0f} minutes, the same machine and settings)."
+            for added in meta.get("added", [])  # type: ignore[attr-defined]
+        ],
         "",
         "## Smallest NFE at floor",
         "",
@@ -197,6 +205,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs")
     parser.add_argument("--from-json", action="store_true", help="redraw from <out>/data/suite_quality.json")
+    parser.add_argument(
+        "--add", action="store_true", help="add these problems' results to the saved ones (replacing theirs)"
+    )
     parser.add_argument("--budgets", type=int, nargs="+", default=list(NFES), help="NFE budgets (default: NFES)")
     parser.add_argument("--samplers", nargs="+", default=[], help='labels to run, e.g. "sdekit dpmpp_2m" (all)')
     parser.add_argument("--no-cap", action="store_true", help="lift the sweep's NFE caps (MAX_NFE, max_nfe)")
@@ -220,6 +231,10 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d"),
             "minutes": (time.perf_counter() - start) / 60,
         }
+        if args.add:  # earlier problems kept, these replaced; the page states both runs
+            saved = json.loads(data.read_text())
+            rows = [r for r in saved["results"] if r["problem"] not in set(names)] + rows
+            meta = {**saved["meta"], "added": [*saved["meta"].get("added", []), {**meta, "problems": names}]}
         data.parent.mkdir(parents=True, exist_ok=True)
         compact = [{k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in row.items()} for row in rows]
         data.write_text(json.dumps({"meta": meta, "results": compact}, separators=(",", ":")) + "\n")

@@ -10,6 +10,7 @@ from sdekit.budget import Choice, best_method
 from sdekit.checks import ScoreError
 from sdekit.grids import from_sigmas, make_grid
 from sdekit.guidance import ClassifierFreeGuidance, ClassifierGuidance, PosteriorSampling
+from sdekit.interpolants import EDMSDE, InterpolantSDE, RectifiedFlowSDE
 from sdekit.likelihood import LikelihoodInfo, bits_per_dim, log_likelihood, uniform_dequantize
 from sdekit.losses import ddpm_loss, dsm_loss, smld_loss
 from sdekit.per_sample import SampleGenerators
@@ -37,6 +38,9 @@ __all__ = [
     "SubVPSDE",
     "VESDE",
     "DiscreteVPSDE",
+    "InterpolantSDE",
+    "RectifiedFlowSDE",
+    "EDMSDE",
     "linear_betas",
     "cosine_alphas_cumprod",
     "time_checks",

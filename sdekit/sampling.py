@@ -81,7 +81,10 @@ BYTES_PER_STEP = 2048
 
 
 def default_eps(sde: SDE) -> float:
-    """The end time samplers stop at by default: 1e-5 for VE-type SDEs (α ≡ 1), 1e-3 otherwise."""
+    """The end time samplers stop at by default: the SDE's own ``default_eps`` if it sets one (EDM's σ_min),
+    else 1e-5 for VE-type SDEs (α ≡ 1) and 1e-3 otherwise."""
+    if sde.default_eps is not None:
+        return sde.default_eps
     if isinstance(sde, LinearSDE) and float(sde.log_mean_coeff(torch.tensor([sde.T], dtype=torch.float64))) == 0.0:
         return 1e-5
     return 1e-3

@@ -70,6 +70,8 @@ class SDE(abc.ABC):
     """
 
     T: float = 1.0
+    #: The end time samplers stop at when ``eps`` is not given; None: 1e-5 if α ≡ 1 (VE-type), else 1e-3.
+    default_eps: float | None = None
     #: When True, ``diffusion(x, t)`` is a diagonal G(x, t) with ``x``'s shape.
     state_dependent_diffusion: bool = False
 
@@ -184,6 +186,15 @@ class LinearSDE(SDE):
     def kernel(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(α(t), σ(t)) in float64: the kernel's mean coefficient and std in one call."""
         return self.mean_coeff(t), self.std(t)
+
+    def kernel_derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(α̇(t), σ̇(t)) in float64: α̇ = f α and σ̇ = (½g² + f σ²)/σ (from g² = 2σσ̇ − 2fσ²); closed forms override it.
+
+        What a flow-matching velocity α̇ x̂₀ + σ̇ ε̂ needs (:mod:`sdekit.adapters.flow`); σ̇ needs σ(t) > 0.
+        """
+        alpha, sigma = self.kernel(t)
+        f = self.drift_coeff(t)
+        return f * alpha, (0.5 * self.diffusion_squared(t) + f * sigma**2) / sigma
 
     def log_snr(self, t: Tensor) -> Tensor:
         """λ(t) = log(α(t)/σ(t)) in float64; strictly decreasing in t."""

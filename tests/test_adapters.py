@@ -18,7 +18,7 @@ import torch
 
 import adapters
 import sdekit
-from adapters import ddpm, edm, ncsn, v, x0
+from adapters import ddpm, edm, flow, ncsn, v, x0
 from sdekit.testing import GaussianMixture, evaluate
 
 from conftest import tiny_unet
@@ -380,7 +380,7 @@ def test_other_bad_arguments_named():
 
 def test_builtins_registered_by_name():
     names = adapters.available()
-    assert {"ddpm", "ncsn", "x0", "v", "edm", "diffusers"} <= set(names)
+    assert {"ddpm", "ncsn", "x0", "v", "flow", "edm", "diffusers"} <= set(names)
     assert adapters.get("ddpm") is ddpm and adapters.get("edm") is edm
 
 
@@ -523,16 +523,38 @@ def test_diffusers_learned_variance_uses_the_mean_channels():
     assert out.shape == x.shape and bool((out < 0).all())
 
 
-@pytest.mark.parametrize("kind", ["FlowMatchEulerDiscreteScheduler", "EDMEulerScheduler"])
+@pytest.mark.parametrize("kind", ["FlowMatchLCMScheduler", "CMStochasticIterativeScheduler", "ScoreSdeVeScheduler"])
 @pytest.mark.parametrize("as_config", [False, True], ids=["scheduler", "config"])
-def test_diffusers_schedulers_without_a_ddpm_schedule_are_refused_not_misread(kind, as_config):
-    """They have no alphas_cumprod: read as a default DDPM schedule they gave silently wrong samples."""
+def test_diffusers_schedulers_of_other_kinds_are_refused_not_misread(kind, as_config):
+    """No alphas_cumprod and not a flow-matching or EDM model from_unet knows: read as a default DDPM schedule
+    they gave silently wrong samples."""
     diffusers = pytest.importorskip("diffusers")
     from adapters.diffusers import from_unet
 
     scheduler = getattr(diffusers, kind)()
-    with pytest.raises(ValueError, match=r"has no DDPM noise schedule .* flow-matching, EDM σ-parameterised"):
+    with pytest.raises(ValueError, match=r"has no DDPM noise schedule .* not a flow-matching or EDM scheduler"):
         from_unet(zeros_model, scheduler.config if as_config else scheduler)
+
+
+@pytest.mark.parametrize("as_config", [False, True], ids=["scheduler", "config"])
+def test_diffusers_flow_matching_and_edm_schedulers_are_read_as_their_families(as_config):
+    diffusers = pytest.importorskip("diffusers")
+    from adapters.diffusers import EDMPreconditioned, from_unet
+
+    for kind in ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"):
+        scheduler = getattr(diffusers, kind)(shift=3.0)
+        sde, score = from_unet(zeros_model, scheduler.config if as_config and kind[9] == "E" else scheduler)
+        assert isinstance(sde, sdekit.RectifiedFlowSDE) and isinstance(score, flow.FlowScore)
+        assert score.labels.kind == "scaled" and score.labels.num_timesteps == 1000
+    for kind in ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"):
+        scheduler = getattr(diffusers, kind)(sigma_min=0.01, sigma_max=40.0, sigma_data=0.25)
+        sde, score = from_unet(zeros_model, scheduler.config if as_config else scheduler)
+        assert isinstance(sde, sdekit.EDMSDE) and (sde.sigma_min, sde.sigma_max) == (0.01, 40.0)
+        assert isinstance(score.denoiser, EDMPreconditioned) and score.denoiser.sigma_data == 0.25
+    with pytest.raises(ValueError, match="invert_sigmas=True"):
+        from_unet(zeros_model, diffusers.FlowMatchEulerDiscreteScheduler(invert_sigmas=True))
+    with pytest.raises(ValueError, match="an EDM scheduler's UNet is fed ¼ log σ"):
+        from_unet(zeros_model, diffusers.EDMEulerScheduler(), time_label="index")
 
 
 def test_diffusers_clipping_schedulers_warn_and_others_do_not():
@@ -552,7 +574,8 @@ def test_diffusers_clipping_schedulers_warn_and_others_do_not():
 
 def test_from_unet_on_every_diffusers_scheduler_converts_the_levels_or_refuses_in_one_line():
     """Each scheduler class of the installed diffusers, built with its defaults: read exactly (sdekit's levels are its
-    alphas_cumprod) or refused with one line naming it. Never read as something else."""
+    alphas_cumprod; flow matching as the rectified flow, EDM on its σ range) or refused with one line naming it.
+    Never read as something else."""
     diffusers = pytest.importorskip("diffusers")
     from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
@@ -581,11 +604,19 @@ def test_from_unet_on_every_diffusers_scheduler_converts_the_levels_or_refuses_i
             ) or "alphas_cumprod reaches 0" in message
             refused.append(name)
             continue
-        table = scheduler.alphas_cumprod.to(torch.float64)  # to float64 round-off of sdekit's β round trip
-        torch.testing.assert_close(sde.alphas_cumprod, table, rtol=1e-12, atol=0, msg=name)
+        if name.startswith("FlowMatch"):
+            assert isinstance(sde, sdekit.RectifiedFlowSDE), name
+        elif name.startswith("EDM"):
+            assert isinstance(sde, sdekit.EDMSDE), name
+            assert (sde.sigma_min, sde.sigma_max) == (scheduler.config.sigma_min, scheduler.config.sigma_max)
+        else:
+            table = scheduler.alphas_cumprod.to(torch.float64)  # to float64 round-off of sdekit's β round trip
+            torch.testing.assert_close(sde.alphas_cumprod, table, rtol=1e-12, atol=0, msg=name)
         converted.append(name)
     assert {"DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler"} <= set(converted)
-    assert {"FlowMatchEulerDiscreteScheduler", "EDMEulerScheduler", "ScoreSdeVeScheduler"} <= set(refused)
+    assert {"FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler", "EDMEulerScheduler",
+            "EDMDPMSolverMultistepScheduler"} <= set(converted)  # fmt: skip
+    assert {"FlowMatchLCMScheduler", "CMStochasticIterativeScheduler", "ScoreSdeVeScheduler"} <= set(refused)
     assert len(converted) + len(refused) >= 30, (converted, refused, unbuildable)
     print(f"diffusers {diffusers.__version__}: {len(converted)} converted, {len(refused)} refused, "
           f"{len(unbuildable)} need arguments: {unbuildable}")  # fmt: skip

@@ -44,8 +44,8 @@ def test_the_image_covariance_is_a_power_law_in_an_orthonormal_dct_basis() -> No
 
 def test_problems_are_every_pair_and_refuse_unknown_names() -> None:
     every = problems()
-    assert len(every) == len(DISTRIBUTIONS) * len(SDES) == 24
-    assert len({p.name for p in every}) == 24 and every[0].name == "narrow/vp"
+    assert len(every) == len(DISTRIBUTIONS) * len(SDES) == 36
+    assert len({p.name for p in every}) == 36 and every[0].name == "narrow/vp"
     chosen = problems(["ring"], ["ve", "ddpm"])
     assert [p.name for p in chosen] == ["ring/ve", "ring/ddpm"] and chosen[0].shape(5) == (5, 2)
     assert chosen[0].data is distribution("ring")  # built once

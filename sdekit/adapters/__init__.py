@@ -7,6 +7,7 @@ name           network                                      entry point
 ``ncsn``       NCSN v1 s(x, i) / v2 output/σ                ``ncsn.from_sigmas``, ``ncsn.NCSNScore``
 ``x0``         data prediction x̂₀(x, t)                     ``x0.DataScore``
 ``v``          v-prediction v̂(x, t)                         ``v.VelocityScore``
+``flow``       flow-matching velocity û(x, t)               ``flow.FlowScore``
 ``edm``        EDM denoiser D(x, σ)                          ``edm.DenoiserScore``
 ``diffusers``  ``UNet2DModel`` + DDPM/DDIM scheduler         ``diffusers.from_unet`` (extra ``diffusers``)
 =============  ===========================================  =========================================

@@ -5,6 +5,8 @@ sdekit hands a score time ``t ∈ [0, T]``; networks were trained with their own
 * ``"time"`` — the network takes t itself (continuous-time x̂₀/v models). Level: t.
 * ``"continuous"`` — label t·(N − 1), the convention of score_sde's continuous DDPM
   checkpoints (trained on the VP SDE with labels t·999). Level: t.
+* ``"scaled"`` — label t·N, the convention of flow-matching models in diffusers (timestep = σ·1000 for
+  the rectified flow, whose σ is t). Level: t.
 * ``"index"`` — the nearest trained integer timestep i ∈ {0, …, N − 1} (DDPM,
   diffusers). Index i was trained at ᾱ_i, which :class:`sdekit.DiscreteVPSDE` puts at
   t_i = (i + 1)/N; the level is t_i, *not* t, so the std the adapter divides by is the
@@ -28,7 +30,7 @@ from sdekit.checks import check_choice, check_positive_int
 
 __all__ = ["TIME_LABELS", "TimeLabels", "index_times"]
 
-TIME_LABELS = ("time", "continuous", "index", "fractional")
+TIME_LABELS = ("time", "continuous", "scaled", "index", "fractional")
 
 
 def index_times(indices: Tensor | list[int], num_timesteps: int) -> Tensor:
@@ -76,6 +78,8 @@ class TimeLabels:
             return t.to(dtype), t64
         if self.kind == "continuous":
             return (t64 * (n - 1)).to(dtype), t64
+        if self.kind == "scaled":
+            return (t64 * n).to(dtype), t64
         if self.kind == "fractional":
             return self._fractional(t64).to(dtype), t64
         index = (t64 * n - 1).round().clamp(0, n - 1)

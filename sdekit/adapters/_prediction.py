@@ -75,14 +75,16 @@ class PredictionScore(PerSampleKwargs, torch.nn.Module, abc.ABC):
         labels, level = self.labels(t, x.dtype)
         labels = labels.to(x.device).expand(x.shape[0]).contiguous()
         out = call_network(self.network_name, self.model, x, labels, {**self.model_kwargs, **kwargs})
-        alpha, sigma = self.sde.kernel(level.to(x.device))
+        level = level.to(x.device)
+        alpha, sigma = self.sde.kernel(level)
         if sigma.device.type == "cpu":  # free to check there; the samplers never reach σ = 0 (they stop at eps)
             _check_level(self, sigma, t)
-        return self.convert(out, x, alpha, sigma)
+        return self.convert(out, x, alpha, sigma, level)
 
     @abc.abstractmethod
-    def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-        """The score from the network output; ``alpha``, ``sigma`` are float64, ``(B,)`` or ``(1,)``, at its level."""
+    def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, level: Tensor) -> Tensor:
+        """The score from the network output; ``alpha``, ``sigma`` are float64, ``(B,)`` or ``(1,)``, at the level
+        the network saw, whose time is ``level`` (float64, same shape)."""
 
 
 def _check_level(score: PredictionScore, sigma: Tensor, t: Tensor) -> None:

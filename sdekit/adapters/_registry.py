@@ -26,6 +26,7 @@ _BUILTINS = {
     "ncsn": "sdekit.adapters.ncsn",
     "x0": "sdekit.adapters.x0",
     "v": "sdekit.adapters.v",
+    "flow": "sdekit.adapters.flow",
     "edm": "sdekit.adapters.edm",
     "diffusers": "sdekit.adapters.diffusers",
 }

@@ -61,7 +61,7 @@ class EpsilonScore(PredictionScore):
     ) -> None:
         super().__init__(eps_model, sde, time_label=time_label, num_timesteps=num_timesteps, model_kwargs=model_kwargs)
 
-    def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, level: Tensor) -> Tensor:
         return -out * batch_view(1 / sigma, x)
 
 

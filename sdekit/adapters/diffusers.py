@@ -1,22 +1,30 @@
 """Hugging Face diffusers UNets and schedulers as sdekit scores (optional extra ``diffusers``).
 
-:func:`from_unet` reads a DDPM/DDIM-style scheduler — its ``alphas_cumprod`` (the exact
-float32 levels diffusers trains with), ``num_train_timesteps`` and ``prediction_type`` — and
-returns ``(sde, score)``: the :class:`sdekit.DiscreteVPSDE` of those levels and the matching
-ε / x̂₀ / v adapter around the UNet, labelling times with the nearest trained timestep.
+:func:`from_unet` reads the scheduler a network was trained with and returns ``(sde, score)``:
+
+* a DDPM/DDIM-style scheduler — its ``alphas_cumprod`` (the exact float32 levels diffusers trains
+  with), ``num_train_timesteps`` and ``prediction_type`` — gives the :class:`sdekit.DiscreteVPSDE` of
+  those levels and the matching ε / x̂₀ / v adapter, labelling times with the nearest trained timestep;
+* a flow-matching scheduler (``FlowMatchEulerDiscreteScheduler``, ``FlowMatchHeunDiscreteScheduler``)
+  gives :class:`sdekit.RectifiedFlowSDE` and a :class:`~sdekit.adapters.flow.FlowScore` fed the timestep
+  σ·N, as those pipelines do; the scheduler's ``shift`` moves only its sampling grid, not the model;
+* an EDM scheduler (``EDMEulerScheduler``, ``EDMDPMSolverMultistepScheduler``) gives :class:`sdekit.EDMSDE`
+  on its σ range and a :class:`~sdekit.adapters.edm.DenoiserScore` around the UNet with the scheduler's
+  preconditioning (:class:`EDMPreconditioned`).
 
 Sampling sdekit's ``ancestral`` predictor on the scheduler's own timesteps
 (``grid=timestep_grid(scheduler)``) reproduces ``DDPMScheduler`` with ``clip_sample=False``
 and ``variance_type="fixed_small"`` step for step; its final Tweedie denoising step
 (``denoise=True``) is DDPM's last step from timestep 0. sdekit never clips or thresholds
 x̂₀: a scheduler's ``clip_sample``/``thresholding`` settings are not applied, and :func:`from_unet`
-warns when they are set. A scheduler without a DDPM β schedule (flow matching, EDM's σ) is
+warns when they are set. Any other scheduler (consistency models, token schedulers, VE score SDEs) is
 refused with one line rather than read as a default DDPM schedule.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -29,11 +37,13 @@ from sdekit.adapters._common import Network, check_network
 from sdekit.adapters._labels import index_times
 from sdekit.adapters._prediction import PredictionScore
 from sdekit.adapters.ddpm import EpsilonScore
+from sdekit.adapters.edm import DenoiserScore
+from sdekit.adapters.flow import FlowScore
 from sdekit.adapters.v import VelocityScore
 from sdekit.adapters.x0 import DataScore
-from sdekit.checks import check_choice
+from sdekit.checks import batch_view, check_choice
 
-__all__ = ["PREDICTION_TYPES", "UNetNetwork", "from_unet", "timestep_grid"]
+__all__ = ["PREDICTION_TYPES", "EDMPreconditioned", "UNetNetwork", "from_unet", "timestep_grid"]
 
 #: diffusers ``prediction_type`` -> the sdekit adapter for it.
 PREDICTION_TYPES: dict[str, type[PredictionScore]] = {
@@ -92,31 +102,88 @@ def _config(scheduler: Any) -> Mapping[str, Any]:
 #: Config keys of a DDPM β schedule, and keys only schedulers of other kinds (flow matching, EDM σ) have.
 _DDPM_KEYS = ("beta_schedule", "trained_betas", "beta_start", "beta_end")
 _NOT_DDPM_KEYS = ("shift", "use_dynamic_shifting", "base_shift", "sigma_data", "sigma_min", "sigma_max")
+#: Schedulers converted without a DDPM schedule: their model convention, by class name.
+_FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+_EDM_SCHEDULERS = ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler")
 
 
-def _check_convertible(scheduler: Any, config: Mapping[str, Any]) -> None:
-    """Refuse schedulers without a DDPM β schedule (flow matching, EDM's σ); warn where diffusers would clip x̂₀."""
+def _class_from_keys(config: Mapping[str, Any]) -> str:
+    """The scheduler class of a config mapping without ``_class_name`` (``scheduler.config``), from keys only it has."""
+    if "scale_factors" not in config and any(k in config for k in ("use_dynamic_shifting", "invert_sigmas")):
+        return "FlowMatchEulerDiscreteScheduler"
+    if "sigma_data" in config and "sigma_schedule" in config:
+        return "EDMDPMSolverMultistepScheduler" if "solver_order" in config else "EDMEulerScheduler"
+    return "config"
+
+
+def _kind(scheduler: Any, config: Mapping[str, Any]) -> str:
+    """ "ddpm", "flow" or "edm": how the scheduler's network was trained; refuse any other kind in one line."""
     if scheduler is config:  # a config mapping: DDPMScheduler fills in a missing β schedule, unless it is another kind
-        name = str(config.get("_class_name", "config"))
+        name = str(config.get("_class_name", _class_from_keys(config)))
         other_kind = [key for key in _NOT_DDPM_KEYS if key in config]
-        convertible = any(key in config for key in _DDPM_KEYS) or not other_kind
+        ddpm = any(key in config for key in _DDPM_KEYS) or not other_kind
     else:
         name = type(scheduler).__name__
-        convertible = isinstance(getattr(scheduler, "alphas_cumprod", None), Tensor)
-    if not convertible:
+        ddpm = isinstance(getattr(scheduler, "alphas_cumprod", None), Tensor)
+    if ddpm:
+        kind = "ddpm"
+    elif name in _FLOW_SCHEDULERS:
+        kind = "flow"
+        if config.get("invert_sigmas"):
+            raise ValueError(f"scheduler {name} has invert_sigmas=True (an inverting loop): from_unet cannot read it")
+    elif name in _EDM_SCHEDULERS:
+        kind = "edm"
+    else:
         raise ValueError(
-            f"scheduler {name} has no DDPM noise schedule (alphas_cumprod / betas), so from_unet cannot read its "
-            "levels: flow-matching, EDM σ-parameterised, continuous-time and token schedulers are not converted; it "
-            "reads DDPM-style schedulers (DDPM, DDIM, DPM-Solver, PNDM, Euler on betas, ...)"
+            f"scheduler {name} has no DDPM noise schedule (alphas_cumprod / betas) and is not a flow-matching or EDM "
+            f"scheduler from_unet knows ({', '.join(_FLOW_SCHEDULERS + _EDM_SCHEDULERS)}), so its levels cannot be "
+            "read: consistency-model, continuous-time VE and token schedulers are not converted"
         )
+    return kind
+
+
+def _warn_clipping(scheduler: Any, config: Mapping[str, Any]) -> None:
     clipping = [key for key in ("clip_sample", "thresholding") if config.get(key)]
     if clipping:
+        name = str(config.get("_class_name", "config")) if scheduler is config else type(scheduler).__name__
         warnings.warn(
             f"scheduler {name} has {' and '.join(f'{key}=True' for key in clipping)}: sdekit does not clip or "
             "threshold x̂₀, so samples can differ from that scheduler's pipeline (by up to the clipped amount)",
             UserWarning,
             stacklevel=3,
         )
+
+
+class EDMPreconditioned(torch.nn.Module):
+    """An EDM denoiser D(x, σ) = c_skip x + c_out F(c_in x, c_noise) from a UNet F, as diffusers' EDM schedulers
+    precondition it (Karras et al. 2022, table 1).
+
+    c_in = 1/√(σ² + σ_d²), c_noise = ¼ log σ, c_skip = σ_d²/(σ² + σ_d²), c_out = ±σ σ_d/√(σ² + σ_d²)
+    (minus for ``prediction_type="v_prediction"``). ``unet``: called as ``unet(x, c_noise, **kwargs)``
+    (a diffusers output object, tuple or tensor); ``sigma_data``: the data's std σ_d (diffusers'
+    default 0.5); ``prediction_type``: "epsilon" (default) or "v_prediction". Called as
+    ``D(x, sigma, **kwargs)`` with ``sigma`` of shape ``(B,)``; returns x̂₀. Wrap it with
+    :class:`~sdekit.adapters.edm.DenoiserScore`.
+    """
+
+    def __init__(self, unet: Network, *, sigma_data: float = 0.5, prediction_type: str = "epsilon") -> None:
+        super().__init__()
+        self.unet = UNetNetwork(unet)
+        if isinstance(sigma_data, bool) or not isinstance(sigma_data, int | float) or not 0 < sigma_data < math.inf:
+            raise ValueError(f"sigma_data must be a positive finite number, got {sigma_data!r}")
+        self.sigma_data = float(sigma_data)
+        self.sign = {"epsilon": 1.0, "v_prediction": -1.0}[
+            check_choice("prediction_type", prediction_type, ("epsilon", "v_prediction"))
+        ]
+
+    def forward(self, x: Tensor, sigma: Tensor, **kwargs: Any) -> Tensor:
+        variance = sigma.double() ** 2 + self.sigma_data**2
+        c_in = variance.rsqrt().to(x.dtype)
+        c_noise = (0.25 * sigma.double().log()).to(x.dtype)
+        out = self.unet(x * batch_view(c_in, x), c_noise, **kwargs)
+        c_skip = self.sigma_data**2 / variance
+        c_out = self.sign * sigma.double() * self.sigma_data * variance.rsqrt()
+        return batch_view(c_skip.to(x.dtype), x) * x + batch_view(c_out.to(x.dtype), x) * out
 
 
 def _alphas_cumprod(scheduler: Any, config: Mapping[str, Any], diffusers: Any) -> Tensor:
@@ -137,26 +204,49 @@ def from_unet(
     unet: Network,
     scheduler: Any,
     *,
-    time_label: str = "index",
+    time_label: str | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
-) -> tuple[sdekit.DiscreteVPSDE, PredictionScore]:
-    """``(sde, score)`` for a diffusers UNet trained with ``scheduler`` (or a scheduler config mapping).
+) -> tuple[sdekit.LinearSDE, torch.nn.Module]:
+    """``(sde, score)`` for a diffusers UNet (or transformer) trained with ``scheduler`` (or a scheduler config).
 
     Args:
-        unet: a ``UNet2DModel`` (or ``UNet2DConditionModel``, or any module called as
-            ``unet(x, t, **kwargs)`` returning ``.sample``, a tuple or a tensor).
-        scheduler: a ``DDPMScheduler``/``DDIMScheduler``-style scheduler or its ``config``;
-            ``prediction_type`` must be "epsilon", "sample" or "v_prediction".
-        time_label: ``"index"`` (default: integer timesteps, as diffusers trains), ``"fractional"``
-            (the real-valued timestep of σ̃(t), interpolated in log σ̃ as diffusers' σ-schedulers do:
-            to sample between the trained levels, e.g. on a Karras σ-grid) or ``"continuous"``
-            (t·(N − 1)) for UNets trained on continuous timesteps.
+        unet: a ``UNet2DModel`` (or ``UNet2DConditionModel``, a flow-matching transformer, or any module
+            called as ``unet(x, t, **kwargs)`` returning ``.sample``, a tuple or a tensor).
+        scheduler: the scheduler, or its ``config``: DDPM-style (``DDPMScheduler``, ``DDIMScheduler``,
+            DPM-Solver, Euler on betas, ...; ``prediction_type`` "epsilon", "sample" or "v_prediction"),
+            flow matching (``FlowMatchEulerDiscreteScheduler``, ``FlowMatchHeunDiscreteScheduler``) or EDM
+            (``EDMEulerScheduler``, ``EDMDPMSolverMultistepScheduler``). Others are refused in one line.
+        time_label: the label the network is fed. DDPM-style: ``"index"`` (default: integer timesteps, as
+            diffusers trains), ``"fractional"`` (the real-valued timestep of σ̃(t), interpolated in log σ̃ as
+            diffusers' σ-schedulers do: to sample between the trained levels, e.g. on a Karras σ-grid) or
+            ``"continuous"`` (t·(N − 1)) for UNets trained on continuous timesteps. Flow matching:
+            ``"scaled"`` (default, σ·N) or ``"time"`` (σ). EDM schedulers feed ¼ log σ; no choice.
         model_kwargs: conditioning passed to every UNet call, e.g.
             ``{"class_labels": y}`` or ``{"encoder_hidden_states": emb}``.
+
+    Returns ``(sde, score)``: a :class:`sdekit.DiscreteVPSDE`, :class:`sdekit.RectifiedFlowSDE` or
+    :class:`sdekit.EDMSDE`, and the score module around ``unet``.
     """
     diffusers = _import_diffusers()
     config = _config(scheduler)
-    _check_convertible(scheduler, config)
+    kind = _kind(scheduler, config)
+    _warn_clipping(scheduler, config)
+    if kind == "flow":
+        sde = sdekit.RectifiedFlowSDE()
+        label = check_choice("time_label", "scaled" if time_label is None else time_label, ("scaled", "time"))
+        network = UNetNetwork(unet)
+        num = int(config.get("num_train_timesteps", 1000))
+        return sde, FlowScore(network, sde, time_label=label, num_timesteps=num, model_kwargs=model_kwargs)
+    if kind == "edm":
+        if time_label is not None:
+            raise ValueError(f"time_label={time_label!r}: an EDM scheduler's UNet is fed ¼ log σ, there is no choice")
+        edm_sde = sdekit.EDMSDE(float(config.get("sigma_min", 0.002)), float(config.get("sigma_max", 80.0)))
+        denoiser = EDMPreconditioned(
+            unet,
+            sigma_data=float(config.get("sigma_data", 0.5)),
+            prediction_type=str(config.get("prediction_type", "epsilon")),
+        )
+        return edm_sde, DenoiserScore(denoiser, edm_sde, model_kwargs=model_kwargs)
     prediction_type = check_choice("prediction_type", config.get("prediction_type", "epsilon"), PREDICTION_TYPES)
     abar = _alphas_cumprod(scheduler, config, diffusers)
     num_train_timesteps = config.get("num_train_timesteps", abar.numel())
@@ -164,30 +254,55 @@ def from_unet(
         raise ValueError(
             f"num_train_timesteps={num_train_timesteps!r} disagrees with the scheduler's {abar.numel()} alphas_cumprod"
         )
-    sde = sdekit.DiscreteVPSDE(abar)
+    ddpm_sde = sdekit.DiscreteVPSDE(abar)
     learned = config.get("variance_type") in ("learned", "learned_range")
     network = UNetNetwork(unet, learned_variance=learned)
-    score = PREDICTION_TYPES[prediction_type](network, sde, time_label=time_label, model_kwargs=model_kwargs)
-    return sde, score
+    score = PREDICTION_TYPES[prediction_type](
+        network, ddpm_sde, time_label="index" if time_label is None else time_label, model_kwargs=model_kwargs
+    )
+    return ddpm_sde, score
 
 
 def timestep_grid(scheduler: Any) -> Tensor:
-    """sdekit's time grid for the scheduler's inference ``timesteps`` (after ``set_timesteps``): (i + 1)/N.
+    """sdekit's time grid for the scheduler's inference ``timesteps`` (after ``set_timesteps``).
 
-    Pass it as ``grid=`` to an sdekit sampler to step exactly on those trained levels; the
-    last point is the level of timestep 0, and ``denoise=True`` then takes DDPM's final step.
-    A σ-scheduler whose timesteps are fractional (``EulerDiscreteScheduler`` with Karras σ, ...)
-    gives the times of its ``sigmas`` instead (:func:`sdekit.from_sigmas`; its last σ = 0 is
-    the final denoising step); sample it with ``from_unet(..., time_label="fractional")``.
+    Pass it as ``grid=`` to an sdekit sampler, on the SDE :func:`from_unet` returned, to step exactly on
+    the scheduler's levels; ``denoise=True`` then takes the scheduler's last step (to x̂₀).
+
+    * DDPM-style with integer timesteps: (i + 1)/N, the trained levels; the last point is the level of
+      timestep 0, and the final denoising is DDPM's last step from timestep 0.
+    * A σ-scheduler with fractional timesteps (``EulerDiscreteScheduler`` with Karras σ, ...): the times of
+      its ``sigmas`` (:func:`sdekit.from_sigmas`; the last σ = 0 is the final denoising step); sample it
+      with ``from_unet(..., time_label="fractional")``.
+    * EDM: its ``sigmas`` are the times of :class:`sdekit.EDMSDE` (the trailing 0 dropped).
+    * Flow matching: its ``sigmas`` are the times of :class:`sdekit.RectifiedFlowSDE`, which must start at
+      or below its T (0.999): diffusers' default grid starts at σ = 1, where the score holds no velocity, so
+      pass ``set_timesteps(sigmas=...)`` a grid from T, or use sdekit's own grid.
     """
     timesteps = getattr(scheduler, "timesteps", None)
     if not isinstance(timesteps, Tensor):
         raise TypeError("scheduler has no timesteps tensor; call scheduler.set_timesteps(n) first")
-    if bool((timesteps != timesteps.round()).any()):  # a σ-scheduler between trained levels (Karras σ, ...)
-        sigmas = getattr(scheduler, "sigmas", None)
+    config = _config(scheduler)
+    kind = _kind(scheduler, config)
+    sigmas = getattr(scheduler, "sigmas", None)
+    if kind != "ddpm" or bool((timesteps != timesteps.round()).any()):  # σ-grids (Karras σ, EDM, flow matching)
         if not isinstance(sigmas, Tensor):
             raise ValueError("scheduler has fractional timesteps but no sigmas: sdekit cannot place them")
-        config = _config(scheduler)
-        sde = sdekit.DiscreteVPSDE(_alphas_cumprod(scheduler, config, _import_diffusers()))
-        return sdekit.from_sigmas(sde, sigmas.detach().to("cpu", torch.float64))
-    return index_times(timesteps, int(_config(scheduler)["num_train_timesteps"]))
+        levels = sigmas.detach().to("cpu", torch.float64)
+        if kind == "flow":
+            sde: sdekit.LinearSDE = sdekit.RectifiedFlowSDE()
+            if math.isclose(float(levels[0]), sde.T, rel_tol=1e-6):  # T as a float32 σ
+                levels[0] = sde.T
+            if float(levels[0]) > sde.T:
+                raise ValueError(
+                    f"the scheduler's first σ = {float(levels[0]):g} is above the rectified flow's T = {sde.T:g}, "
+                    "where the score still determines the velocity: call set_timesteps(sigmas=...) with σ ≤ T "
+                    "(e.g. numpy.linspace(0.999, 1 / N, n)), or sample on sdekit's own grid"
+                )
+            levels = torch.where(levels > 0, levels / (1 - levels), levels)  # t → σ̃ = t/(1 − t)
+        elif kind == "edm":
+            sde = sdekit.EDMSDE(float(config.get("sigma_min", 0.002)), float(config.get("sigma_max", 80.0)))
+        else:
+            sde = sdekit.DiscreteVPSDE(_alphas_cumprod(scheduler, config, _import_diffusers()))
+        return sdekit.from_sigmas(sde, levels)
+    return index_times(timesteps, int(config["num_train_timesteps"]))

@@ -44,6 +44,6 @@ class VelocityScore(PredictionScore):
     ) -> None:
         super().__init__(v_model, sde, time_label=time_label, num_timesteps=num_timesteps, model_kwargs=model_kwargs)
 
-    def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, level: Tensor) -> Tensor:
         scale = 1 / ((alpha**2 + sigma**2) * sigma)
         return -(batch_view(alpha * scale, x) * out + batch_view(sigma * scale, x) * x)

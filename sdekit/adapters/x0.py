@@ -48,7 +48,7 @@ class DataScore(PredictionScore):
     ) -> None:
         super().__init__(x0_model, sde, time_label=time_label, num_timesteps=num_timesteps, model_kwargs=model_kwargs)
 
-    def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    def convert(self, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, level: Tensor) -> Tensor:
         return score_from_x0(out, x, alpha, sigma)
 
 

@@ -39,7 +39,7 @@ from torch import Tensor
 
 import sdekit
 from sdekit.adapters._labels import index_times
-from sdekit.adapters.diffusers import PREDICTION_TYPES, from_unet
+from sdekit.adapters.diffusers import PREDICTION_TYPES, _kind, from_unet
 from sdekit.checks import check_choice, check_positive_int, state_dtype
 from sdekit.per_sample import GeneratorLike, as_generators
 from sdekit.sampling import ode_methods, sde_methods
@@ -180,6 +180,13 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             raise ValueError(
                 f"variance_type={source['variance_type']!r}: a UNet with a learned variance outputs 2C channels; "
                 "SdekitScheduler takes the prediction only: use pipeline_sample (from_unet keeps the mean channels)"
+            )
+        kind = _kind(source, source) if source else "ddpm"
+        if kind != "ddpm":
+            family = "a flow-matching" if kind == "flow" else "an EDM"
+            raise ValueError(
+                f"the scheduler config is {family} one: SdekitScheduler steps DDPM-trained models; sample this "
+                "model with pipeline_sample, or with from_unet and an sdekit sampler"
             )
         if return_unused_kwargs:
             raise TypeError("SdekitScheduler.from_config does not return unused kwargs; drop return_unused_kwargs")

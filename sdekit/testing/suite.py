@@ -22,7 +22,9 @@ distribution              what it stresses
 ========================  ==========================================================================
 
 The SDE families (:data:`SDES`): ``vp`` (VPSDE), ``subvp`` (SubVPSDE), ``ve`` (VESDE with σ from
-0.01 to 50) and ``ddpm`` (the discrete VP of DDPM's linear 1000-step schedule). :func:`problems`
+0.01 to 50), ``ddpm`` (the discrete VP of DDPM's linear 1000-step schedule), ``rf`` (the rectified
+flow of flow matching, :class:`~sdekit.RectifiedFlowSDE`) and ``edm`` (EDM's σ(t) = t from 0.002 to 80,
+:class:`~sdekit.EDMSDE`). :func:`problems`
 gives every combination, or a chosen few.
 """
 
@@ -36,6 +38,7 @@ import torch
 from torch import Tensor
 
 from sdekit.checks import check_choice
+from sdekit.interpolants import EDMSDE, RectifiedFlowSDE
 from sdekit.sde import VESDE, VPSDE, LinearSDE, SubVPSDE, linear_betas
 from sdekit.testing.oracle import Gaussian, GaussianMixture
 
@@ -129,6 +132,8 @@ SDES: dict[str, Callable[[], LinearSDE]] = {
     "subvp": SubVPSDE,
     "ve": lambda: VESDE(0.01, 50.0),
     "ddpm": lambda: VPSDE.from_betas(linear_betas(1000)),
+    "rf": RectifiedFlowSDE,
+    "edm": EDMSDE,
 }
 
 
