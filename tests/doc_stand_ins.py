@@ -23,7 +23,7 @@ class StandInNetwork(torch.nn.Module):
         return 0.5 * torch.tanh(x)
 
 
-eps_model = model = x0_model = v_model = denoiser = StandInNetwork()
+eps_model = model = x0_model = v_model = velocity_model = denoiser = StandInNetwork()
 y = torch.zeros(64, dtype=torch.long)  # class labels
 betas = sdekit.linear_betas(1000, 1e-4, 0.02)
 #: a third-party adapter as a package would provide it
@@ -57,6 +57,7 @@ __all__ = [
     "model",
     "my_adapter",
     "ode_sample",
+    "velocity_model",
     "pc_sample",
     "sample",
     "scheduler",
