@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from sdekit.checks import batch_view, check_positive, check_positive_int, check_shape, sum_event
+from sdekit.per_sample import randn
 
 __all__ = [
     "SDE",
@@ -42,6 +43,9 @@ __all__ = [
     "cosine_alphas_cumprod",
     "time_checks",
 ]
+
+#: Relative rounding of a float32 time (half its unit in the last place): T stored in float32 is still T.
+_FLOAT32_ROUNDING = 2.0**-24
 
 _CHECK_TIMES: contextvars.ContextVar[bool] = contextvars.ContextVar("sdekit_check_times", default=True)
 
@@ -137,13 +141,17 @@ class SDE(abc.ABC):
         return f_i, G_i
 
     def check_time(self, t: Tensor) -> None:
-        """Raise ``ValueError`` if any entry of ``t`` lies outside [0, T] (see :func:`time_checks`)."""
+        """Raise ``ValueError`` if any entry of ``t`` lies outside [0, T] (see :func:`time_checks`).
+
+        T as a float32 time counts as T: a T such as 0.999 rounds up by up to 2⁻²⁴ relative there.
+        """
         if not isinstance(t, Tensor):
             raise TypeError(f"t must be a torch.Tensor of shape (B,), got {type(t).__name__}")
         if t.ndim != 1:
             raise ValueError(f"t must be a 1-D tensor of per-sample times, shape (B,), got shape {tuple(t.shape)}")
-        if _CHECK_TIMES.get() and t.numel() and bool(((t < 0) | (t > self.T) | t.isnan()).any()):
-            bad = t[(t < 0) | (t > self.T) | t.isnan()][0].item()
+        high = self.T * (1 + _FLOAT32_ROUNDING)
+        if _CHECK_TIMES.get() and t.numel() and bool(((t < 0) | (t > high) | t.isnan()).any()):
+            bad = t[(t < 0) | (t > high) | t.isnan()][0].item()
             raise ValueError(f"t must lie in [0, T] = [0, {self.T:g}], got {bad!r}")
 
     def __repr__(self) -> str:
@@ -241,7 +249,9 @@ class LinearSDE(SDE):
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         shape = check_shape("shape", shape)
-        return self.prior_std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        where = torch.device(device) if device is not None else torch.get_default_device()
+        # drawn on the generator's device and moved: a CPU generator seeds CUDA samples, as in diffusers
+        return self.prior_std * randn(shape, generator, device=where, dtype=dtype)
 
     def prior_logp(self, z: Tensor) -> Tensor:
         dim = z[0].numel()

@@ -215,3 +215,23 @@ def test_the_draws_of_per_sample_generators_are_each_generator_s_own() -> None:
     # one generator, or none, passes through untouched
     one = torch.Generator().manual_seed(0)
     assert as_generators("generator", one) is one and as_generators("generator", None) is None
+
+
+def test_the_prior_is_the_generator_s_own_draw_wherever_the_samples_live() -> None:
+    """x_T from one CPU generator is torch.randn of it, scaled by the prior's std; for CUDA samples it is drawn on
+    the CPU and moved (a CPU generator cannot draw on CUDA), so a seed gives the same x_T on either device."""
+    sde = VESDE(0.01, 50.0)
+    draw = sde.prior_sample((4, 3), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(draw, 50.0 * torch.randn((4, 3), generator=torch.Generator().manual_seed(3)))
+    if torch.cuda.is_available():
+        on_cuda = sde.prior_sample((4, 3), generator=torch.Generator().manual_seed(3), device="cuda")
+        assert on_cuda.device.type == "cuda" and torch.equal(on_cuda.cpu(), draw)
+        x = sample(sde, sde_score_on(sde, "cuda"), shape=(4, 3), steps=3, device="cuda",
+                          generator=torch.Generator().manual_seed(3))  # fmt: skip
+        assert x.device.type == "cuda"
+
+
+def sde_score_on(sde: VESDE, device: str):  # type: ignore[no-untyped-def]
+    from sdekit.testing import Gaussian
+
+    return Gaussian(torch.zeros(3, device=device), torch.eye(3, device=device)).score(sde)

@@ -94,7 +94,10 @@ class TorchSDE(Integrator):
                 ts,
                 bm=bm,
                 method=self.method,
-                dt=length / steps,
+                # a hair above length/steps, so the steps' float64 sum reaches ts[-1] in `steps` steps: at exactly
+                # length/steps it can fall short by an ulp, and sdeint then takes a last step of ~1e-16 (an extra
+                # score call; torchsde's BrownianInterval hangs building its tree for it — measured with T − eps = 0.996)
+                dt=length / steps * (1 + 1e-10),
                 adaptive=self.adaptive,
                 rtol=self.rtol,
                 atol=self.atol,
