@@ -244,3 +244,24 @@ def test_every_method_samples_a_gaussian_at_floor_under_the_new_families(family,
         return
     report = evaluate(x.double(), data)
     assert report.at_floor(), report
+
+
+def test_torchsde_takes_exactly_the_steps_asked_whatever_the_length():
+    """With dt = (T − eps)/steps exactly, the float64 sum of the steps can fall an ulp short of the end: sdeint then
+    took one more step of ~1e-16, an extra score call, and at T − eps = 0.996 (the rectified flow's) hung in
+    torchsde's BrownianInterval (at 20 steps it only cost the extra call, 23 NFE: what this checks). Now the count
+    is the same on every SDE: steps, one call torchsde makes to start, and the final denoising."""
+    data = Gaussian(torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64))
+    for sde in (sdekit.VPSDE(), sdekit.RectifiedFlowSDE(), sdekit.EDMSDE()):
+        _, info = sdekit.sample(sde, data.score(sde), shape=(8, 2), method="torchsde:euler", steps=20,
+                                generator=torch.Generator().manual_seed(0), return_info=True)  # fmt: skip
+        assert int(info.nfe) == 22, sde
+
+
+def test_a_float32_end_time_is_the_end_time():
+    rf = sdekit.RectifiedFlowSDE()
+    rf.check_time(torch.tensor([0.999], dtype=torch.float32).double())  # 0.999 + 1.3e-8: T, as float32 holds it
+    with pytest.raises(ValueError, match=r"t must lie in \[0, T\] = \[0, 0.999\], got 0.99900011"):
+        rf.check_time(torch.tensor([0.999 * (1 + 1.2e-7)], dtype=F64))
+    with pytest.raises(ValueError, match=r"\[0, 1\], got 1.0000001"):
+        sdekit.VPSDE().check_time(torch.tensor([1 + 1e-7], dtype=F64))

@@ -96,7 +96,7 @@ class TorchSDE(Integrator):
                 method=self.method,
                 # a hair above length/steps, so the steps' float64 sum reaches ts[-1] in `steps` steps: at exactly
                 # length/steps it can fall short by an ulp, and sdeint then takes a last step of ~1e-16 (an extra
-                # score call; torchsde's BrownianInterval hangs building its tree for it — measured with T − eps = 0.996)
+                # score call; torchsde's BrownianInterval hangs building its tree for it: T − eps = 0.996, measured)
                 dt=length / steps * (1 + 1e-10),
                 adaptive=self.adaptive,
                 rtol=self.rtol,
