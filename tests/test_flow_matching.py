@@ -265,3 +265,23 @@ def test_a_float32_end_time_is_the_end_time():
         rf.check_time(torch.tensor([0.999 * (1 + 1.2e-7)], dtype=F64))
     with pytest.raises(ValueError, match=r"\[0, 1\], got 1.0000001"):
         sdekit.VPSDE().check_time(torch.tensor([1 + 1e-7], dtype=F64))
+
+
+@pytest.mark.parametrize("kind", ["FlowMatchEulerDiscreteScheduler", "EDMEulerScheduler"])
+def test_pipeline_sample_runs_flow_matching_and_edm_pipelines_through_any_method(kind):
+    """A pixel pipeline holding a flow-matching or EDM scheduler: its UNet through sdekit's methods, the adaptive
+    SDE solver included, equal to from_unet plus the sampler on the same seeds."""
+    diffusers = pytest.importorskip("diffusers")
+    from adapters.diffusers import from_unet
+    from sdekit.interop.diffusers import pipeline_sample
+
+    unet = tiny_unet()
+    pipeline = diffusers.DDPMPipeline(unet=unet, scheduler=getattr(diffusers, kind)())
+    images = pipeline_sample(pipeline, 3, method="dpmpp_2m", steps=4, generator=[1, 2, 3])
+    assert images.shape == (3, 2, 8, 8) and 0 <= float(images.min()) <= float(images.max()) <= 1
+    sde, score = from_unet(unet, pipeline.scheduler)
+    with torch.no_grad():
+        x = sdekit.ode_sample(sde, score, (3, 2, 8, 8), method="dpmpp_2m", steps=4, generator=[1, 2, 3])
+    torch.testing.assert_close(images, (x / 2 + 0.5).clamp(0, 1), rtol=0, atol=0)
+    adaptive = pipeline_sample(pipeline, 2, method="adaptive", generator=[4, 5], rtol=0.05)
+    assert bool(torch.isfinite(adaptive).all())
