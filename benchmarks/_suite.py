@@ -123,6 +123,7 @@ def samplers() -> list[Sampler]:
         _sdekit(ode_sample, "ddim", "deterministic"),
         _sdekit(ode_sample, "dpmpp_2m", "deterministic", max_nfe=200),
         _sdekit(ode_sample, "dpmpp_3m", "deterministic", max_nfe=200),
+        _sdekit(ode_sample, "unipc", "deterministic", max_nfe=200),
         _sdekit(sample, "euler_maruyama", "stochastic"),
         _sdekit(sample, "reverse_diffusion", "stochastic"),
         _sdekit(sample, "ancestral", "stochastic"),

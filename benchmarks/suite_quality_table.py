@@ -9,7 +9,8 @@ processes (one problem at a time each), and writes ``<out>/data/suite_quality.js
 result), ``<out>/suite.md`` (the summary and one table per problem) and the plots
 ``<out>/images/suite_nll.png`` and ``<out>/images/suite_sw1.png`` (one panel per problem).
 ``--from-json`` redraws the page and the plots from a saved run without sampling; ``--add`` runs only
-the problems chosen and adds them to the saved run (e.g. a new SDE family: ``--sdes rf edm --add``). On two CPU
+the problems and samplers chosen and adds them to the saved run, replacing the same problem and sampler
+(a new SDE family: ``--sdes rf edm --add``; a new method: ``--samplers "sdekit unipc" --add``). On two CPU
 cores the whole sweep at n = 4096 takes about an hour, most of it the 256-D problems.
 """
 
@@ -108,8 +109,8 @@ def write_page(rows: list[dict], out: Path, meta: dict[str, object]) -> None:
         "--runslow`; the plots are `images/suite_nll.png` and `images/suite_sw1.png`.",
         "",
         *[
-            f"Problems {', '.join(added['problems'])} were added by `--sdes ... --add` on {added['date']} "
-            f"({added['minutes']:.0f} minutes, the same machine and settings)."
+            f"Added by `--add` on {added['date']} ({added['minutes']:.0f} minutes, the same machine and settings): "
+            f"{', '.join(added.get('samplers', ['every sampler']))} on {', '.join(added['problems'])}."
             for added in meta.get("added", [])  # type: ignore[attr-defined]
         ],
         "",
@@ -206,7 +207,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs")
     parser.add_argument("--from-json", action="store_true", help="redraw from <out>/data/suite_quality.json")
     parser.add_argument(
-        "--add", action="store_true", help="add these problems' results to the saved ones (replacing theirs)"
+        "--add", action="store_true", help="add these results to the saved ones (replacing the same problem/sampler)"
     )
     parser.add_argument("--budgets", type=int, nargs="+", default=list(NFES), help="NFE budgets (default: NFES)")
     parser.add_argument("--samplers", nargs="+", default=[], help='labels to run, e.g. "sdekit dpmpp_2m" (all)')
@@ -233,8 +234,11 @@ def main() -> None:
         }
         if args.add:  # earlier problems kept, these replaced; the page states both runs
             saved = json.loads(data.read_text())
-            rows = [r for r in saved["results"] if r["problem"] not in set(names)] + rows
-            meta = {**saved["meta"], "added": [*saved["meta"].get("added", []), {**meta, "problems": names}]}
+            rerun = {(r["problem"], r["sampler"]) for r in rows}
+            rows = [r for r in saved["results"] if (r["problem"], r["sampler"]) not in rerun] + rows
+            chosen = args.samplers or ["every sampler"]
+            meta = {**saved["meta"], "added": [*saved["meta"].get("added", []),
+                                               {**meta, "problems": names, "samplers": chosen}]}  # fmt: skip
         data.parent.mkdir(parents=True, exist_ok=True)
         compact = [{k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in row.items()} for row in rows]
         data.write_text(json.dumps({"meta": meta, "results": compact}, separators=(",", ":")) + "\n")

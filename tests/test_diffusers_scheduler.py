@@ -34,9 +34,10 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 def loop(unet, scheduler, x_T, generator=None, **unet_kwargs) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
     """A pipeline's loop: one UNet call per timestep, its output handed to ``scheduler.step``; every state."""
     x, states = x_T, []
+    extra = {} if generator is None else {"generator": generator}  # deterministic schedulers take none
     with torch.no_grad():
         for t in scheduler.timesteps:
-            x = scheduler.step(unet(x, t, **unet_kwargs).sample, t, x, generator=generator).prev_sample
+            x = scheduler.step(unet(x, t, **unet_kwargs).sample, t, x, **extra).prev_sample
             states.append(x)
     return states
 
@@ -210,3 +211,27 @@ def test_timestep_spacings_are_diffusers_own(spacing: str, offset: int, steps: i
     ddim.set_timesteps(steps)
     mine.set_timesteps(steps)
     assert torch.equal(mine.timesteps, ddim.timesteps)
+
+
+@pytest.mark.parametrize(("order", "variant"), [(2, "bh2"), (3, "bh2"), (2, "bh1"), (1, "bh2")])
+def test_unipc_matches_diffusers_unipc_multistep_step_for_step(order: int, variant: str) -> None:
+    """UniPC's predictor and its free corrector: diffusers' UniPCMultistepScheduler ends with its last step to
+    σ = 0, which is sdekit's final denoising (x̂₀ at the uncorrected last state), and lowers the order over the
+    last steps counting that one, as sdekit's unipc does. With bh1 diffusers' own last step is NaN (B(h) = h is
+    infinite at σ = 0, and it divides by it): the states before it are compared, sdekit's last is finite."""
+    unet = tiny_unet(num_class_embeds=4)
+    labels = torch.tensor([3, 1, 0])
+    unipc = diffusers.UniPCMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear", solver_order=order,
+                                              solver_type=variant)  # fmt: skip
+    unipc.set_timesteps(12)
+    mine = SdekitScheduler.from_config(unipc.config, method="unipc", method_options={"order": order,
+                                                                                     "variant": variant})  # fmt: skip
+    mine.set_timesteps(timesteps=unipc.timesteps.tolist())
+    x_T = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7))
+    ours, theirs = loop(unet, mine, x_T, class_labels=labels), loop(unet, unipc, x_T, class_labels=labels)
+    assert len(ours) == len(theirs) == 12
+    if variant == "bh1":
+        assert bool(theirs[-1].isnan().all()) and bool(ours[-1].isfinite().all())
+        ours, theirs = ours[:-1], theirs[:-1]
+    for a, b in zip(ours, theirs, strict=True):
+        assert relative(a, b) <= 1e-5

@@ -252,3 +252,28 @@ def test_sde_variant_is_reproducible_from_the_generator():
 def test_needs_a_linear_sde():
     with pytest.raises(TypeError, match="LinearSDE"):
         DPMSolverPP2M().start(object(), lambda x, t: x, torch.tensor([1.0, 0.5], dtype=F64))
+
+
+def test_unipc_phi_functions_are_the_series_on_both_sides_of_the_switch():
+    """φ_j(z) = Σ zⁿ/(n + j)!: the closed recursion for |z| ≥ 1 and the series below agree with the series summed
+    in exact rational arithmetic (so neither branch may carry a wrong factorial or sign)."""
+    from fractions import Fraction
+
+    from sdekit.solvers.unipc import phi
+
+    for z in (-3.0, -1.0, -0.999, -0.3, -1e-4, 0.5, 2.0):
+        for j in range(5):
+            exact = sum(Fraction(z) ** n / math.factorial(n + j) for n in range(60))
+            value = float(phi(torch.tensor([z], dtype=torch.float64), j))
+            assert value == pytest.approx(float(exact), rel=1e-13), (z, j)
+
+
+def test_unipc_options_are_checked_at_construction():
+    from sdekit.solvers import UniPC
+
+    with pytest.raises(ValueError, match="order must be the int 1, 2 or 3, got 4"):
+        UniPC(order=4)
+    with pytest.raises(ValueError, match="variant must be one of bh1, bh2, got 'bh3'"):
+        UniPC(variant="bh3")
+    with pytest.raises(TypeError, match="corrector must be a bool, got 1"):
+        UniPC(corrector=1)

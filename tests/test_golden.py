@@ -32,7 +32,11 @@ the five cases above 1e-8 moved by 0.09-1.3 times their recorded sensitivity.
 History: the one-code-path steppers (``solvers/coefficients.py``) left every case on a LinearSDE
 bit for bit; Euler–Maruyama and reverse diffusion on the generic VP (8 cases) moved by at most
 9e-15 relative, because the general step now expands x − h(f − g² s) as x − h f + h g² s.
-The heun_euler pair's cases were added when it was (``--record-missing``).
+The heun_euler pair's cases were added when it was (``--record-missing``), and on 2026-12-04 the
+unipc method's and the rectified flow's and EDM's families' cases. On the same day torchsde's 15 cases
+were re-recorded: its fixed step became (T − eps)/steps·(1 + 1e-10), which moved them by ≤ 2e-9 relative.
+The rectified flow runs with T = 0.98: at its default 0.999 a last-bit change of the score changed the
+adaptive SDE solver's step counts (a borderline acceptance), which no machine-independent golden can hold.
 Re-recorded on 2026-12-04 when every fixed-grid method's default grid became the log-SNR grid
 (it was uniform in t for all but the exponential integrators): the cases on a LinearSDE with a
 fixed-grid method changed by design; the adaptive cases, the likelihood and the generic VP did not
@@ -97,6 +101,8 @@ SDES: dict[str, Callable[[], sdekit.SDE]] = {
     "ve": lambda: VESDE(sigma_min=0.01, sigma_max=5.0),
     "discrete_vp": lambda: VPSDE.from_betas(linear_betas(100)),
     "generic_vp": GenericVP,
+    "rectified_flow": lambda: sdekit.RectifiedFlowSDE(T=0.98),  # at 0.999 the adaptive SDE case is borderline
+    "edm": lambda: sdekit.EDMSDE(sigma_min=0.002, sigma_max=5.0),
 }
 
 

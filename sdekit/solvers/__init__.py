@@ -1,5 +1,5 @@
-"""Methods: predictors and correctors for the reverse SDE, Runge–Kutta and exponential (DPM-Solver++)
-methods for the flow, predictor–corrector pairs, and the adaptive SDE and ODE solvers.
+"""Methods: predictors and correctors for the reverse SDE, Runge–Kutta and exponential (DPM-Solver++,
+UniPC) methods for the flow, predictor–corrector pairs, and the adaptive SDE and ODE solvers.
 
 A method is a configured object (:mod:`sdekit.solvers.method`): ``DPMSolverPP(order=3)``,
 ``PredictorCorrector(corrector=Langevin(snr=0.1))``, ``AdaptiveSDE(rtol=0.02)``. Each fixed-grid
@@ -43,6 +43,7 @@ from sdekit.solvers.registry import Registry
 from sdekit.solvers.score_calls import CountedScore, gaussian_like
 from sdekit.solvers.tableaus import ButcherTableau
 from sdekit.solvers.torchsde_solver import TorchSDE
+from sdekit.solvers.unipc import UniPC
 
 __all__ = [
     "PREDICTORS",
@@ -78,6 +79,7 @@ __all__ = [
     "Heun",
     "RK4",
     "RungeKutta",
+    "UniPC",
     "ButcherTableau",
     "Registry",
     "GridStepper",
