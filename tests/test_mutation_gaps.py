@@ -16,6 +16,7 @@ from sdekit import grids
 from sdekit.reverse import JACOBIAN_CHUNK, jacobian_diagonal, probability_flow, reverse
 from sdekit.sampling import pc_sample, sample
 from sdekit.sde import SDE, VPSDE, SubVPSDE, cosine_alphas_cumprod
+from sdekit.solvers.torchsde_solver import STEP_MARGIN
 
 # --- grids -----------------------------------------------------------------------------------------------------------
 
@@ -121,7 +122,9 @@ def _torchsde_reference(sde, x_T, seed, method, steps, eps, **options):
         levy_area_approximation="space-time" if method == "srk" else "none",
     )
     rsde = reverse(sde, _shape_aware_score, event_shape=(2, 3))
-    path = torchsde.sdeint(rsde, flat, ts, bm=bm, method=method, dt=(sde.T - eps) / steps, **options)
+    # the step a hair above (T − eps)/steps, as sdekit takes it, so that `steps` of them reach the end
+    dt = (sde.T - eps) / steps * (1 + STEP_MARGIN)
+    path = torchsde.sdeint(rsde, flat, ts, bm=bm, method=method, dt=dt, **options)
     return path[-1].reshape(x_T.shape)
 
 

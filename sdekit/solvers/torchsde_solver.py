@@ -23,7 +23,10 @@ from sdekit.sde import SDE, time_checks
 from sdekit.solvers.info import SampleInfo
 from sdekit.solvers.method import Callback, Integrator
 
-__all__ = ["TORCHSDE_METHODS", "TorchSDE"]
+#: The fixed step is (T − eps)/steps·(1 + STEP_MARGIN): see the call of ``torchsde.sdeint`` below.
+STEP_MARGIN = 1e-10
+
+__all__ = ["STEP_MARGIN", "TORCHSDE_METHODS", "TorchSDE"]
 
 #: torchsde's methods for Itô SDEs with diagonal noise.
 TORCHSDE_METHODS = ("euler", "milstein", "srk")
@@ -97,7 +100,7 @@ class TorchSDE(Integrator):
                 # a hair above length/steps, so the steps' float64 sum reaches ts[-1] in `steps` steps: at exactly
                 # length/steps it can fall short by an ulp, and sdeint then takes a last step of ~1e-16 (an extra
                 # score call; torchsde's BrownianInterval hangs building its tree for it: T − eps = 0.996, measured)
-                dt=length / steps * (1 + 1e-10),
+                dt=length / steps * (1 + STEP_MARGIN),
                 adaptive=self.adaptive,
                 rtol=self.rtol,
                 atol=self.atol,
