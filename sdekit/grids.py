@@ -97,7 +97,7 @@ def check_grid(grid: object, sde: SDE) -> Tensor:
     """Validate an explicit grid and return it as a float64 CPU tensor.
 
     It must be 1-D with at least two points, finite, strictly decreasing, start at
-    most at T and end above 0.
+    most at T and end above 0. A first point equal to T in float32 (T = 0.999 rounds up by 1.3e-8) is T.
     """
     if not isinstance(grid, Tensor):
         try:
@@ -109,9 +109,12 @@ def check_grid(grid: object, sde: SDE) -> Tensor:
         raise ValueError(f"grid must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}")
     if not bool(torch.isfinite(grid).all()) or not bool((grid[1:] < grid[:-1]).all()):
         raise ValueError("grid must be finite and strictly decreasing (from T towards 0)")
+    if sde.T < float(grid[0]) <= sde.T * (1 + 2.0**-24):  # T rounded to float32 (0.999 + 1.3e-8) is T
+        grid = grid.clone()
+        grid[0] = sde.T
     if float(grid[0]) > sde.T or float(grid[-1]) <= 0:
         raise ValueError(
-            f"grid must run within (0, T] = (0, {sde.T:g}], got {float(grid[0]):g} ... {float(grid[-1]):g}"
+            f"grid must run within (0, T] = (0, {sde.T:.9g}], got {float(grid[0]):.9g} ... {float(grid[-1]):.9g}"
         )
     return grid
 

@@ -17,6 +17,7 @@ marginal at T of unit-variance data, as VP's N(0, I) is.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -31,14 +32,27 @@ Schedule = Callable[[Tensor], Tensor]
 
 
 def _derivative(function: Schedule, t: Tensor) -> Tensor:
-    """d/dt of an elementwise schedule, by autograd in float64."""
-    with torch.enable_grad():
-        times = t.detach().double().requires_grad_(True)
+    """d/dt of an elementwise schedule, by autograd in float64 (also under ``no_grad`` and ``inference_mode``)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        times = t.detach().double().clone().requires_grad_(True)  # a normal tensor, even from inference mode
         values = function(times)
-        if not values.requires_grad:  # a constant schedule (torch.ones_like(t)): no graph to differentiate
+        if not values.requires_grad:  # no graph from t: the schedule does not depend on t (torch.ones_like(t))
             return torch.zeros_like(times, requires_grad=False)
         (grad,) = torch.autograd.grad(values.sum(), times)
-    return grad
+    return grad.detach()
+
+
+# The rectified flow's schedules, at module level so that the SDE pickles (lambdas would not).
+def _one_minus(t: Tensor) -> Tensor:
+    return 1 - t
+
+
+def _identity(t: Tensor) -> Tensor:
+    return t
+
+
+def _minus_ones(t: Tensor) -> Tensor:
+    return -torch.ones_like(t)
 
 
 class InterpolantSDE(LinearSDE):
@@ -73,8 +87,8 @@ class InterpolantSDE(LinearSDE):
             raise ValueError(f"T must be a positive finite number, got {T!r}")
         self.T = float(T)
         self._alpha, self._sigma = alpha, sigma
-        self._d_alpha = d_alpha or (lambda t: _derivative(alpha, t))
-        self._d_sigma = d_sigma or (lambda t: _derivative(sigma, t))
+        self._d_alpha = d_alpha or functools.partial(_derivative, alpha)
+        self._d_sigma = d_sigma or functools.partial(_derivative, sigma)
         self._check_schedules()
         end = torch.tensor([self.T], dtype=torch.float64)
         if prior_std is None:
@@ -145,9 +159,7 @@ class RectifiedFlowSDE(InterpolantSDE):
                 f"T must lie in (0, 1), got {T!r}: at T = 1 the data's weight 1 − t is 0 and the score carries no "
                 "velocity (the default 0.999 is the usual start)"
             )
-        super().__init__(
-            lambda t: 1 - t, lambda t: t, T=T, d_alpha=lambda t: -torch.ones_like(t), d_sigma=torch.ones_like
-        )
+        super().__init__(_one_minus, _identity, T=T, d_alpha=_minus_ones, d_sigma=torch.ones_like)
 
     def log_mean_coeff(self, t: Tensor) -> Tensor:
         return torch.log1p(-t)
@@ -175,6 +187,9 @@ class EDMSDE(LinearSDE):
 
     ``sigma_min``, ``sigma_max``: EDM's noise range in the data's units (default 0.002 and 80, the paper's
     for images in [−1, 1]); 0 < sigma_min < sigma_max. The prior is N(0, σ_max² I).
+
+    The likelihood and the training losses keep their own ``eps=1e-5`` (σ = 1e-5 here): for a network
+    trained from σ_min up, pass ``eps=sde.default_eps``.
 
     sdekit's methods step on a log-SNR grid by default, uniform in log σ here. torchsde's methods
     (``"torchsde:euler"``, ...) step uniformly in t, which here is uniform in σ and far off (+21 nats on a

@@ -249,7 +249,7 @@ class LinearSDE(SDE):
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         shape = check_shape("shape", shape)
-        where = torch.device(device) if device is not None else torch.get_default_device()
+        where = torch.device(device) if device is not None else torch.empty(0).device  # the default device
         # drawn on the generator's device and moved: a CPU generator seeds CUDA samples, as in diffusers
         return self.prior_std * randn(shape, generator, device=where, dtype=dtype)
 

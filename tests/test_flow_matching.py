@@ -285,3 +285,70 @@ def test_pipeline_sample_runs_flow_matching_and_edm_pipelines_through_any_method
     torch.testing.assert_close(images, (x / 2 + 0.5).clamp(0, 1), rtol=0, atol=0)
     adaptive = pipeline_sample(pipeline, 2, method="adaptive", generator=[4, 5], rtol=0.05)
     assert bool(torch.isfinite(adaptive).all())
+
+
+def _cosine_alpha(t: torch.Tensor) -> torch.Tensor:
+    return torch.cos(t * math.pi / 2)
+
+
+def _cosine_sigma(t: torch.Tensor) -> torch.Tensor:
+    return torch.sin(t * math.pi / 2)
+
+
+def test_autograd_derivatives_hold_under_inference_mode_and_for_constant_schedules():
+    """Under torch.inference_mode autograd records nothing: the derivatives were silently 0 there (f = g² = 0, a
+    process that does not move). A schedule with no dependence on t (α ≡ 1) has derivative 0, not an error."""
+    sde = sdekit.InterpolantSDE(_cosine_alpha, _cosine_sigma, T=0.999)
+    t = torch.tensor([0.5], dtype=F64)
+    expected = (sde.drift_coeff(t), sde.diffusion_squared(t))
+    torch.testing.assert_close(expected[0], torch.tensor([-math.pi / 2], dtype=F64), rtol=1e-14, atol=0)
+    with torch.inference_mode():
+        inside = sdekit.InterpolantSDE(_cosine_alpha, _cosine_sigma, T=0.999)  # its construction checks g² > 0
+        half = torch.tensor([0.5], dtype=F64)
+        got = (inside.drift_coeff(half), sde.diffusion_squared(half))
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    ve_like = sdekit.InterpolantSDE(torch.ones_like, _identity_schedule, T=2.0)
+    assert float(ve_like.drift_coeff(t)) == 0.0 and float(ve_like.diffusion_squared(t)) == 1.0  # g² = 2σσ̇ = 2t
+
+
+def _identity_schedule(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def test_the_new_families_pickle():
+    import pickle
+
+    for sde in (sdekit.RectifiedFlowSDE(0.99), sdekit.EDMSDE(0.01, 20.0),
+                sdekit.InterpolantSDE(_cosine_alpha, _cosine_sigma, T=0.999)):  # fmt: skip
+        again = pickle.loads(pickle.dumps(sde))
+        torch.testing.assert_close(again.diffusion_squared(TIMES * 0.9), sde.diffusion_squared(TIMES * 0.9))
+        assert again.T == sde.T and again.default_eps == sde.default_eps
+
+
+def test_an_explicit_float32_grid_may_start_at_the_float32_t():
+    rf = sdekit.RectifiedFlowSDE()
+    grid = sdekit.make_grid("log_snr", rf, 10, 3e-3).float()  # its first point: 0.999 + 1.3e-8
+    data = Gaussian(torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64))
+    _, info = sdekit.ode_sample(rf, data.score(rf), (4, 2), grid=grid, method="ddim", return_info=True)
+    assert float(info.grid[0]) == rf.T
+    with pytest.raises(ValueError, match=r"grid must run within \(0, T\] = \(0, 0.999\], got 0.9991 \.\.\. 0.01"):
+        sdekit.ode_sample(rf, data.score(rf), (4, 2), grid=torch.tensor([0.9991, 0.5, 0.01], dtype=F64), method="ddim")
+
+
+def test_timestep_grid_names_the_remedy_for_shifted_flow_grids_and_edm_s_sigma_min_end():
+    diffusers = pytest.importorskip("diffusers")
+    from adapters.diffusers import from_unet, timestep_grid
+
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(sigmas=np.linspace(0.999, 0.01, 6))  # shifted to 0.99967: above T
+    with pytest.raises(ValueError, match=r"a first σ of at most 0.997006 \(the scheduler's shift = 3 maps it to T\)"):
+        timestep_grid(scheduler)
+    scheduler.set_timesteps(sigmas=np.linspace(0.999 / (3 - 2 * 0.999), 0.01, 6))
+    assert float(timestep_grid(scheduler)[0]) == 0.999
+    edm = diffusers.EDMEulerScheduler(final_sigmas_type="sigma_min")
+    edm.set_timesteps(5)
+    with pytest.raises(ValueError, match=r"final_sigmas_type='sigma_min': its last step has length 0"):
+        timestep_grid(edm)
+    with pytest.raises(ValueError, match=r"only num_train_timesteps and shift.*pass the scheduler itself"):
+        from_unet(tiny_unet(), diffusers.FlowMatchHeunDiscreteScheduler().config)

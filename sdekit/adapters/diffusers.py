@@ -133,6 +133,11 @@ def _kind(scheduler: Any, config: Mapping[str, Any]) -> str:
             raise ValueError(f"scheduler {name} has invert_sigmas=True (an inverting loop): from_unet cannot read it")
     elif name in _EDM_SCHEDULERS:
         kind = "edm"
+    elif name == "config" and set(config) - {"_use_default_values"} == {"num_train_timesteps", "shift"}:
+        raise ValueError(
+            "scheduler config holds only num_train_timesteps and shift, which FlowMatchHeunDiscreteScheduler and "
+            "FlowMapEulerDiscreteScheduler share: pass the scheduler itself, or the config with its _class_name"
+        )
     else:
         raise ValueError(
             f"scheduler {name} has no DDPM noise schedule (alphas_cumprod / betas) and is not a flow-matching or EDM "
@@ -220,7 +225,8 @@ def from_unet(
             diffusers trains), ``"fractional"`` (the real-valued timestep of σ̃(t), interpolated in log σ̃ as
             diffusers' σ-schedulers do: to sample between the trained levels, e.g. on a Karras σ-grid) or
             ``"continuous"`` (t·(N − 1)) for UNets trained on continuous timesteps. Flow matching:
-            ``"scaled"`` (default, σ·N) or ``"time"`` (σ). EDM schedulers feed ¼ log σ; no choice.
+            ``"scaled"`` (default, σ·N, what SD3-style pipelines feed) or ``"time"`` (σ itself, for a
+            transformer fed timestep/1000 as Flux's pipeline does). EDM schedulers feed ¼ log σ; no choice.
         model_kwargs: conditioning passed to every UNet call, e.g.
             ``{"class_labels": y}`` or ``{"encoder_hidden_states": emb}``.
 
@@ -294,13 +300,22 @@ def timestep_grid(scheduler: Any) -> Tensor:
             if math.isclose(float(levels[0]), sde.T, rel_tol=1e-6):  # T as a float32 σ
                 levels[0] = sde.T
             if float(levels[0]) > sde.T:
+                shift = float(config.get("shift", 1.0))
+                start = sde.T / (shift - (shift - 1) * sde.T)  # the σ that the scheduler's shift maps to T
                 raise ValueError(
-                    f"the scheduler's first σ = {float(levels[0]):g} is above the rectified flow's T = {sde.T:g}, "
-                    "where the score still determines the velocity: call set_timesteps(sigmas=...) with σ ≤ T "
-                    "(e.g. numpy.linspace(0.999, 1 / N, n)), or sample on sdekit's own grid"
+                    f"the scheduler's first σ = {float(levels[0]):.6g} is above the rectified flow's T = {sde.T:g} "
+                    "(there the score no longer determines the velocity): call set_timesteps(sigmas=...) with a "
+                    f"first σ of at most {start:.6g} (the scheduler's shift = {shift:g} maps it to T), e.g. "
+                    f"numpy.linspace({start:.6g}, 1 / N, n), or sample on sdekit's own grid"
                 )
             levels = torch.where(levels > 0, levels / (1 - levels), levels)  # t → σ̃ = t/(1 − t)
         elif kind == "edm":
+            if levels.numel() >= 2 and float(levels[-1]) > 0 and float(levels[-1]) == float(levels[-2]):
+                raise ValueError(
+                    "the scheduler has final_sigmas_type='sigma_min': its last step has length 0 and returns the "
+                    "state at σ_min, not denoised; use final_sigmas_type='zero' (its last step is sdekit's final "
+                    "denoising), or this grid without its last σ and denoise=False"
+                )
             sde = sdekit.EDMSDE(float(config.get("sigma_min", 0.002)), float(config.get("sigma_max", 80.0)))
         else:
             sde = sdekit.DiscreteVPSDE(_alphas_cumprod(scheduler, config, _import_diffusers()))
