@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 # The numerical core as mutant-name globs. Of run.py only the chunk seeding is in scope.
 CORE=(
     'sdekit.sde.*'
+    'sdekit.interpolants.*'
     'sdekit.reverse.*'
     'sdekit.grids.*'
     'sdekit.solvers.*'

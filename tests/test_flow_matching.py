@@ -8,6 +8,7 @@ diffusers' FlowMatchEuler and EDMEuler loops matched step for step through ``fro
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -352,3 +353,70 @@ def test_timestep_grid_names_the_remedy_for_shifted_flow_grids_and_edm_s_sigma_m
         timestep_grid(edm)
     with pytest.raises(ValueError, match=r"only num_train_timesteps and shift.*pass the scheduler itself"):
         from_unet(tiny_unet(), diffusers.FlowMatchHeunDiscreteScheduler().config)
+
+
+def _rf_like_alpha(t: torch.Tensor) -> torch.Tensor:
+    return 1 - t / 2
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: sdekit.InterpolantSDE(_rf_like_alpha, "t"), TypeError,
+         "sigma must be a function of a float64 time tensor, got str"),
+        (lambda: sdekit.InterpolantSDE(_rf_like_alpha, _identity_schedule, d_alpha=2.0), TypeError,
+         "d_alpha must be a function of a float64 time tensor, got float"),
+        (lambda: sdekit.InterpolantSDE(_rf_like_alpha, _identity_schedule, d_sigma=[1]), TypeError,
+         "d_sigma must be a function of a float64 time tensor, got list"),
+        (lambda: sdekit.InterpolantSDE(_rf_like_alpha, _identity_schedule, T=True), ValueError,
+         "T must be a positive finite number, got True"),
+        (lambda: sdekit.InterpolantSDE(_rf_like_alpha, _identity_schedule, T=math.inf), ValueError,
+         "T must be a positive finite number, got inf"),
+        (lambda: sdekit.InterpolantSDE(_rf_like_alpha, _identity_schedule, prior_std=0.0), ValueError,
+         "prior_std must be positive and finite, got 0.0"),
+        (lambda: sdekit.InterpolantSDE(_rf_like_alpha, _identity_schedule, prior_std=math.inf), ValueError,
+         "prior_std must be positive and finite, got inf"),
+        # σ < 0 only just after 0 (at the first checked point, t = T/256): the check starts there
+        (lambda: sdekit.InterpolantSDE(_rf_like_alpha, lambda t: t - 0.005), ValueError,
+         "sigma must be positive and finite on (0, T]"),
+        (lambda: sdekit.InterpolantSDE(_rf_like_alpha, lambda t: t / (t - 0.5)), ValueError,
+         "sigma must be positive and finite on (0, T]"),
+        (lambda: sdekit.InterpolantSDE(torch.ones_like, lambda t: 0.5 + 0 * t), ValueError,
+         "the log-SNR log(alpha/sigma) must decrease strictly on (0, T] (g² > 0)"),  # λ constant: g² = 0
+        (lambda: sdekit.InterpolantSDE(_rf_like_alpha, lambda t: t.sum() + 0 * t[:1]), ValueError,
+         "alpha and sigma must be elementwise: a time tensor of shape (B,) gives shape (B,)"),
+        (lambda: sdekit.RectifiedFlowSDE(0.0), ValueError, "T must lie in (0, 1), got 0.0: at T = 1"),
+        (lambda: sdekit.RectifiedFlowSDE(True), ValueError, "T must lie in (0, 1), got True"),
+        (lambda: sdekit.EDMSDE(0.0, 80.0), ValueError, "sigma_min must be a positive finite number, got 0.0"),
+        (lambda: sdekit.EDMSDE(True, 80.0), ValueError, "sigma_min must be a positive finite number, got True"),
+        (lambda: sdekit.EDMSDE(0.5, 0.5), ValueError, "sigma_min must be < sigma_max, got sigma_min=0.5"),
+    ],
+)  # fmt: skip
+def test_bad_schedules_and_ranges_are_one_line_errors_naming_the_argument(build, error, message):
+    with pytest.raises(error, match=re.escape(message)) as raised:
+        build()
+    assert "\n" not in str(raised.value)
+
+
+def test_a_subclass_s_repr_names_it_and_edm_defaults():
+    class Cosine(sdekit.InterpolantSDE):
+        def __init__(self) -> None:
+            super().__init__(_cosine_alpha, _cosine_sigma, T=0.999)
+
+    assert repr(Cosine()) == "Cosine(T=0.999)" and repr(sdekit.RectifiedFlowSDE()) == "RectifiedFlowSDE(T=0.999)"
+    assert repr(sdekit.EDMSDE()) == "EDMSDE(sigma_min=0.002, sigma_max=80)"
+
+
+def test_unipc_orders_along_the_grid_and_its_bool_options():
+    from sdekit.solvers import UniPC
+
+    sde, grid = sdekit.VPSDE(), torch.linspace(1.0, 1e-3, 7, dtype=F64)  # 6 steps and the final denoising
+    score = Gaussian(torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64)).score(sde)
+    lowered = UniPC(order=3).start(sde, score, grid)
+    assert [lowered.order_at(i) for i in range(6)] == [1, 2, 3, 3, 3, 2]  # the final denoising counts as a step
+    kept = UniPC(order=3, lower_order_final=False).start(sde, score, grid)
+    assert [kept.order_at(i) for i in range(6)] == [1, 2, 3, 3, 3, 3]
+    with pytest.raises(ValueError, match="order must be the int 1, 2 or 3, got True"):
+        UniPC(order=True)
+    with pytest.raises(TypeError, match="lower_order_final must be a bool, got 'yes'"):
+        UniPC(lower_order_final="yes")
