@@ -129,6 +129,7 @@ def samplers() -> list[Sampler]:
         _sdekit(sample, "ancestral", "stochastic"),
         _sdekit(sample, "ddim", "stochastic", max_nfe=200, eta=0.5),
         _sdekit(sample, "dpmpp_2m_sde", "stochastic", max_nfe=200),
+        _sdekit(sample, "edm_stochastic", "stochastic", max_nfe=200),
         _sdekit_pc("reverse_diffusion", "langevin"),
         _k_diffusion("euler", "deterministic", lambda n: n),
         _k_diffusion("heun", "deterministic", lambda n: 2 * n - 1),

@@ -18,6 +18,7 @@ from scipy.integrate import quad
 
 from sdekit import VESDE, VPSDE, DiscreteVPSDE, SubVPSDE, linear_betas, ode_sample, sample
 from sdekit.grids import make_grid
+from sdekit.sampling import default_eps
 from sdekit.solvers import ODE_METHODS, SDE_STEPPERS
 from sdekit.solvers.exponential import (
     DPMSolverPP2M,
@@ -277,3 +278,60 @@ def test_unipc_options_are_checked_at_construction():
         UniPC(variant="bh3")
     with pytest.raises(TypeError, match="corrector must be a bool, got 1"):
         UniPC(corrector=1)
+
+
+def _edm_algorithm_2(sde, score, x_T, grid, generator, s_churn, s_tmin, s_tmax, s_noise):  # type: ignore[no-untyped-def]
+    """Karras et al. (2022), Algorithm 2, written out in the frame x̃ = x/α, σ̃ = σ/α, as k-diffusion's sample_heun
+    (noise drawn every step), ending with the denoised x̂₀ at the last σ̃ (sdekit's final denoising)."""
+
+    def denoise(x_tilde, level):  # D(x̃, σ̃) through the score at the time of level σ̃
+        t = sde.t_from_log_snr(-torch.log(torch.tensor([level], dtype=torch.float64)))
+        alpha, sigma = (float(c) for c in sde.kernel(t))
+        x = alpha * x_tilde
+        return (x + sigma**2 * score(x, t.expand(x.shape[0]))) / alpha
+
+    alpha, sigma = sde.kernel(grid)
+    levels = (sigma / alpha).tolist()
+    x, n = x_T / float(alpha[0]), len(levels) - 1
+    for i in range(n):
+        gamma = min(s_churn / n, 2**0.5 - 1) if s_tmin <= levels[i] <= s_tmax else 0.0
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype) * s_noise
+        hat = levels[i] * (gamma + 1)
+        if gamma > 0:
+            x = x + noise * (hat**2 - levels[i] ** 2) ** 0.5
+        d = (x - denoise(x, hat)) / hat
+        h = levels[i + 1] - hat
+        x_2 = x + d * h
+        x = x + (d + (x_2 - denoise(x_2, levels[i + 1])) / levels[i + 1]) / 2 * h
+    return denoise(x, levels[-1])
+
+
+@pytest.mark.parametrize("sde", [VESDE(0.01, 50.0), VPSDE()], ids=["ve", "vp"])
+@pytest.mark.parametrize("s_churn", [0.0, 5.0])
+def test_edm_stochastic_is_algorithm_2_step_for_step(sde, s_churn):
+    from sdekit.testing import Gaussian
+
+    data = Gaussian(torch.tensor([0.5, -0.3], dtype=torch.float64), torch.tensor([[0.2, 0.05], [0.05, 0.1]]).double())
+    score = data.score(sde)
+    grid = make_grid("edm", sde, 10, default_eps(sde))
+    x_T = sde.prior_sample((5, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    options = {"s_churn": s_churn, "s_tmin": 0.1, "s_tmax": 10.0, "s_noise": 1.003}  # no churn on the last step
+    expected = _edm_algorithm_2(sde, score, x_T, grid, torch.Generator().manual_seed(3), **options)
+    x, info = sample(sde, score, x_T=x_T, method="edm_stochastic", grid=grid, return_info=True,
+                            generator=torch.Generator().manual_seed(3), **options)  # fmt: skip
+    torch.testing.assert_close(x, expected, rtol=1e-12, atol=1e-12)
+    assert int(info.nfe) == 2 * 10 + 1
+
+
+def test_edm_stochastic_keeps_the_churned_level_below_the_start_and_checks_its_options():
+    from sdekit.solvers import EDMStochastic
+
+    sde = VESDE(0.01, 5.0)
+    method = EDMStochastic(s_churn=100.0, s_tmin=0.0, s_tmax=math.inf)
+    run = method.start(sde, lambda x, t: -x, torch.linspace(1, 0.1, 5))
+    assert float(run.hat_times[0]) == 1.0  # σ̂ = (1 + γ)σ_max would lie beyond T: held at T
+    assert float(run.hat_times[1]) > float(run.t[1])  # elsewhere it churns upwards
+    with pytest.raises(ValueError, match="s_churn must be a number ≥ 0, got -1"):
+        EDMStochastic(s_churn=-1)
+    with pytest.raises(ValueError, match=r"s_tmin must be ≤ s_tmax, got s_tmin=2\.0, s_tmax=1\.0"):
+        EDMStochastic(s_tmin=2.0, s_tmax=1.0)

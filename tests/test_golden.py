@@ -33,8 +33,9 @@ History: the one-code-path steppers (``solvers/coefficients.py``) left every cas
 bit for bit; Euler–Maruyama and reverse diffusion on the generic VP (8 cases) moved by at most
 9e-15 relative, because the general step now expands x − h(f − g² s) as x − h f + h g² s.
 The heun_euler pair's cases were added when it was (``--record-missing``), and on 2026-12-04 the
-unipc method's and the rectified flow's and EDM's families' cases. On the same day torchsde's 15 cases
-were re-recorded: its fixed step became (T − eps)/steps·(1 + 1e-10), which moved them by ≤ 2e-9 relative.
+unipc and edm_stochastic methods' and the rectified flow's and EDM's families' cases. On the same day
+torchsde's 15 cases were re-recorded: its fixed step became (T − eps)/steps·(1 + 1e-10), which moved
+them by ≤ 2e-9 relative.
 The rectified flow runs with T = 0.98: at its default 0.999 a last-bit change of the score changed the
 adaptive SDE solver's step counts (a borderline acceptance), which no machine-independent golden can hold.
 Re-recorded on 2026-12-04 when every fixed-grid method's default grid became the log-SNR grid

@@ -20,6 +20,7 @@ from sdekit.solvers.correctors import (
     NoCorrector,
     PerSampleLangevin,
 )
+from sdekit.solvers.edm_stochastic import EDMStochastic
 from sdekit.solvers.exponential import DPMSolverPP, DPMSolverPP2M, DPMSolverPP3M, SDEDPMSolverPP2M
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
 from sdekit.solvers.info import SampleInfo
@@ -80,6 +81,7 @@ __all__ = [
     "RK4",
     "RungeKutta",
     "UniPC",
+    "EDMStochastic",
     "ButcherTableau",
     "Registry",
     "GridStepper",
