@@ -187,7 +187,8 @@ def test_bad_shape(shape):
 
 def test_unknown_method_lists_valid_ones():
     with pytest.raises(
-        ValueError, match="method 'dopri9'; valid: adaptive, ancestral, ddim, dpmpp_2m_sde, euler_maruyama"
+        ValueError,
+        match="method 'dopri9'; valid: adaptive, ancestral, ddim, dpmpp_2m_sde, edm_stochastic, euler_maruyama",
     ):
         sample(SDES["vp"], gaussian_score(SDES["vp"]), (4, 2), method="dopri9")
     with pytest.raises(
