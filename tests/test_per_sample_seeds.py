@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdekit import VESDE, VPSDE, DiscreteVPSDE, linear_betas, ode_sample, pc_sample, sample
+from sdekit import VESDE, VPSDE, DiscreteVPSDE, RectifiedFlowSDE, linear_betas, ode_sample, pc_sample, sample
 from sdekit.adapters import ncsn
 from sdekit.constraints import Imputation
 from sdekit.per_sample import SampleGenerators, as_generators, rand, randn, randn_like
@@ -26,7 +26,12 @@ from sdekit.testing import GaussianMixture
 F64 = torch.float64
 SEEDS = [101, 102, 103, 104, 105]
 MIXTURE = GaussianMixture.random(dim=2, modes=3, generator=torch.Generator().manual_seed(0))
-SDES = {"vp": VPSDE, "ve": VESDE, "discrete_vp": lambda: DiscreteVPSDE.from_betas(linear_betas(1000))}
+SDES = {
+    "vp": VPSDE,
+    "ve": VESDE,
+    "discrete_vp": lambda: DiscreteVPSDE.from_betas(linear_betas(1000)),
+    "rectified_flow": RectifiedFlowSDE,
+}
 
 #: (front door, options) for every sampler that honours per-sample seeds; steps small, the property holds at any.
 CASES: dict[str, tuple[Any, dict[str, Any]]] = {
@@ -34,11 +39,13 @@ CASES: dict[str, tuple[Any, dict[str, Any]]] = {
     "euler_maruyama": (sample, {"method": "euler_maruyama", "steps": 12}),
     "reverse_diffusion": (sample, {"method": "reverse_diffusion", "steps": 12}),
     "dpmpp_2m_sde": (sample, {"method": "dpmpp_2m_sde", "steps": 12}),
+    "edm_stochastic": (sample, {"method": "edm_stochastic", "steps": 6, "s_tmin": 0.0}),
     "pc/langevin_per_sample": (pc_sample, {"predictor": "reverse_diffusion", "corrector": "langevin_per_sample",
                                            "steps": 8}),
     "pc/annealed_langevin": (pc_sample, {"predictor": "ancestral", "corrector": "annealed_langevin", "steps": 8}),
     "heun": (ode_sample, {"method": "heun", "steps": 8}),
     "dpmpp_3m": (ode_sample, {"method": "dpmpp_3m", "steps": 8}),
+    "unipc": (ode_sample, {"method": "unipc", "steps": 8}),
     "dopri5": (ode_sample, {"method": "dopri5", "rtol": 1e-4, "atol": 1e-4}),
 }  # fmt: skip
 
