@@ -255,20 +255,6 @@ def test_needs_a_linear_sde():
         DPMSolverPP2M().start(object(), lambda x, t: x, torch.tensor([1.0, 0.5], dtype=F64))
 
 
-def test_unipc_phi_functions_are_the_series_on_both_sides_of_the_switch():
-    """φ_j(z) = Σ zⁿ/(n + j)!: the closed recursion for |z| ≥ 1 and the series below agree with the series summed
-    in exact rational arithmetic (so neither branch may carry a wrong factorial or sign)."""
-    from fractions import Fraction
-
-    from sdekit.solvers.unipc import phi
-
-    for z in (-3.0, -1.0, -0.999, -0.3, -1e-4, 0.5, 2.0):
-        for j in range(5):
-            exact = sum(Fraction(z) ** n / math.factorial(n + j) for n in range(60))
-            value = float(phi(torch.tensor([z], dtype=torch.float64), j))
-            assert value == pytest.approx(float(exact), rel=1e-13), (z, j)
-
-
 def test_unipc_options_are_checked_at_construction():
     from sdekit.solvers import UniPC
 

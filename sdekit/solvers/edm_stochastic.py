@@ -72,29 +72,28 @@ class EDMStochastic(GridStepper):
         hat_times = torch.where(hat > level[:-1], sde.t_from_log_snr(-hat.log()), self.t)
         hat_alpha, hat_sigma = sde.kernel(hat_times)
         self.hat_times = hat_times.to(grid.device).split(1)
+        # In x̃ = x/α the flow's slope (x̃ − x̂₀)/σ̃ is −σ s (σ of the state, s the score), so a step needs only
+        # the scores: x̃' = x̃ + h(d + d')/2 with d = −σ(t̂) s(α̂ x̃, t̂), d' = −σ' s(α' x̃_Euler, t'), h = σ̃' − σ̂.
+        h = level[1:] - hat
         self._plan = list(
             zip(
-                (1 / alpha[:-1]).tolist(),  # x̃ = x/α
+                (1 / alpha[:-1]).tolist(),
                 (self.s_noise * (hat**2 - level[:-1] ** 2).clamp(min=0).sqrt()).tolist(),  # the churn's noise std
                 hat_alpha.tolist(),
-                (hat_sigma**2).tolist(),  # x̂₀ = (x + σ² s)/α at σ̂
-                hat.tolist(),
-                level[1:].tolist(),
+                (-h * hat_sigma).tolist(),  # the Euler step's weight on s(x̂, t̂)
                 alpha[1:].tolist(),
-                (sigma[1:] ** 2).tolist(),
+                (-0.5 * h * hat_sigma).tolist(),  # Heun's weights on the two scores
+                (-0.5 * h * sigma[1:]).tolist(),
                 strict=True,
             )
         )
 
     def step(self, x: Tensor, i: int) -> Tensor:
-        inv_alpha, noise_std, hat_alpha, hat_var, hat, nxt, next_alpha, next_var = self._plan[i]
+        inv_alpha, noise_std, hat_alpha, euler_weight, next_alpha, weight_hat, weight_next = self._plan[i]
         x_tilde = weighted_sum([(inv_alpha, x)], into=(noise_std, gaussian_like(x, self.generator)))
-        x_hat = x_tilde * hat_alpha  # the state at the churned time
-        denoised = (x_hat + hat_var * self.score(x_hat, self.hat_times[i])) / hat_alpha
-        slope = (x_tilde - denoised) / hat  # dx̃/dσ̃ at σ̂
-        h = nxt - hat
-        euler = x_tilde + h * slope
-        x_next = euler * next_alpha
-        denoised_next = (x_next + next_var * self.score(x_next, self.times[i + 1])) / next_alpha
-        slope_next = (euler - denoised_next) / nxt
-        return (x_tilde + (0.5 * h) * (slope + slope_next)) * next_alpha
+        score_hat = self.score(x_tilde * hat_alpha, self.hat_times[i])
+        euler = weighted_sum([(1.0, x_tilde), (euler_weight, score_hat)])
+        score_next = self.score(euler * next_alpha, self.times[i + 1])
+        return weighted_sum(
+            [(next_alpha, x_tilde), (next_alpha * weight_hat, score_hat), (next_alpha * weight_next, score_next)]
+        )

@@ -8,7 +8,8 @@ starts from DDIM,
 and adds a combination of the divided differences D_k = (m_k − m₀)/r_k of earlier data
 predictions m_k at λ_k = λ + r_k h:  x' −= α' B(h) Σ_k ρ_k D_k. The weights ρ solve the
 order conditions Σ_k ρ_k r_k^{j−1} = j! φ_{j+1}(−h)(−h)/B(h), j = 1, 2, …, with
-φ_j(z) = Σ_n zⁿ/(n + j)!; B(h) = −h (``variant="bh1"``) or e^{−h} − 1 (``"bh2"``, the default
+φ_j(z) = Σ_n zⁿ/(n + j)! (j! φ_{j+1}(−h)(−h) = −μ_j, the moments of
+:mod:`~sdekit.solvers.exponential`); B(h) = −h (``variant="bh1"``) or e^{−h} − 1 (``"bh2"``, the default
 of diffusers and of the paper's guided sampling). That is the predictor **UniP**. The corrector
 **UniC** re-takes the step just made, from the previous state, with the prediction at the
 point it reached included (r = 1): the network is evaluated there anyway to start the next
@@ -22,7 +23,6 @@ diffusers' ``UniPCMultistepScheduler`` does; so on the same grid the two agree s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -32,26 +32,13 @@ from torch import Tensor
 from sdekit.per_sample import Generators
 from sdekit.reverse import ScoreFn
 from sdekit.sde import SDE, LinearSDE
+from sdekit.solvers.exponential import exponential_moments
 from sdekit.solvers.grid_stepper import GridStepper, weighted_sum
 from sdekit.solvers.ode import ODE_METHODS
 
-__all__ = ["UniPC", "phi"]
+__all__ = ["UniPC"]
 
-_SERIES_BELOW = 1.0  # |z| below which φ_j comes from its power series (the recursion cancels there)
-_SERIES_TERMS = 20  # truncation error < 1/20! < 5e-19 for |z| < 1
 VARIANTS = ("bh1", "bh2")
-
-
-def phi(z: Tensor, j: int) -> Tensor:
-    """φ_j(z) = Σ_n zⁿ/(n + j)!, so φ₀ = e^z and φ_{j+1} = (φ_j − 1/j!)/z; float64, elementwise.
-
-    The recursion loses about j digits of |z| for small z, so there the series is summed instead.
-    """
-    closed = torch.exp(z)
-    for k in range(j):
-        closed = (closed - 1 / math.factorial(k)) / z
-    series = sum(z**n / float(math.factorial(n + j)) for n in range(_SERIES_TERMS))
-    return torch.where(z.abs() < _SERIES_BELOW, series, closed)
 
 
 @dataclass(frozen=True)
@@ -127,7 +114,9 @@ class UniPC(GridStepper):
         elif conditions == 1:  # UniP-2 and UniC-1: ρ = ½, as the paper and diffusers take it
             rho = torch.full((len(n), 1), 0.5, dtype=torch.float64)
         else:
-            b = torch.stack([z * phi(z, j + 1) * math.factorial(j) / big_b for j in range(1, conditions + 1)], 1)
+            # j! φ_{j+1}(−h)(−h) = −μ_j, the exponential moments DPM-Solver++ uses (series for small h)
+            moments = exponential_moments(h, conditions + 1)
+            b = torch.stack([-moments[j] / big_b for j in range(1, conditions + 1)], 1)
             vandermonde = torch.stack([torch.stack([p**j for p in points], 1) for j in range(conditions)], 1)
             rho = torch.linalg.solve(vandermonde, b)
         scale = alpha[n + 1, None] * big_b[:, None]
